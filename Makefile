@@ -1,0 +1,24 @@
+# Lanner: `make run` starts the agent with the default rules, `make test` runs every test.
+# Both call `make setup`, which is idempotent and installs everything a fresh machine needs.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+LANNER := $(VENV)/bin/lanner
+
+.PHONY: setup run test lint bench clean
+
+setup:
+	bash scripts/setup.sh
+
+run: setup
+	$(LANNER) run
+
+test: setup
+	$(VENV)/bin/ruff check lanner tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q
+
+bench: setup
+	$(LANNER) bench engine
+
+clean:
+	rm -rf $(VENV) build *.egg-info
