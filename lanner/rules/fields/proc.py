@@ -28,6 +28,18 @@ def _exeline(p: Process) -> str:
 
 def ancestors(p: Process) -> list[Process]:
     """Ancestors from the parent upward, stopping at the top or at a loop."""
+    # Fast path without a visited set; real process trees are shallow.
+    out: list[Process] = []
+    cur = p.parent
+    while cur is not None and cur is not p:
+        out.append(cur)
+        if len(out) > 32:
+            return _ancestors_checked(p)
+        cur = cur.parent
+    return out
+
+
+def _ancestors_checked(p: Process) -> list[Process]:
     out: list[Process] = []
     seen = {id(p)}
     cur = p.parent

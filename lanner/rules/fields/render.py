@@ -196,14 +196,21 @@ def _flag_value(table: str, v: Any) -> int | None:
     return None
 
 
+@lru_cache(maxsize=4096)
+def _flags_rendered(table: str, n: int) -> Rendered:
+    raw = str(tables.raw_flags(table, n))
+    names = tables.render_flags(table, n)
+    return raw, (names if names != raw else None)
+
+
 def _r_flags(table: str) -> ParamRenderer:
     def render(ev: Event, v: Any) -> Rendered:
+        if type(v) is int:
+            return _flags_rendered(table, v)
         n = _flag_value(table, v)
         if n is None:
             return _text(v), None
-        raw = str(tables.raw_flags(table, n))
-        names = tables.render_flags(table, n)
-        return raw, (names if names != raw else None)
+        return _flags_rendered(table, n)
     return render
 
 
