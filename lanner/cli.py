@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from typing import ClassVar
 
 import click
 
@@ -13,7 +14,7 @@ from lanner import __version__
 class _LazyGroup(click.Group):
     """Imports a subcommand's module only when it is used, so ``lanner scan`` stays fast."""
 
-    _lazy: dict[str, tuple[str, str, str]] = {
+    _lazy: ClassVar[dict[str, tuple[str, str, str]]] = {
         "rules": ("lanner.rules.commands", "rules_group", "Validate and list rules files."),
         "fields": ("lanner.rules.commands", "fields_command", "List the fields conditions can use."),
         "replay": ("lanner.rules.commands", "replay_command", "Evaluate a recorded event file."),

@@ -92,8 +92,8 @@ def process_to_json(proc: Process) -> dict[str, Any]:
                 continue
             val = getattr(cur, f.name)
             default = f.default if f.default is not dataclasses.MISSING else None
-            if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                default = f.default_factory()  # type: ignore[misc]
+            if f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
             if val != default or f.name in ("pid", "name"):
                 target[f.name] = list(val) if isinstance(val, list) else val
         cur = cur.parent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -61,7 +62,7 @@ def list_command(rules_files: tuple[Path, ...], as_json: bool) -> None:
         for m in rs.errors:
             click.echo(f"ERROR {m}", err=True)
         sys.exit(1)
-    rows = [{"rule": r.name, "priority": r.priority.label, "enabled": r.enabled, "source": r.source,
+    rows: list[dict[str, Any]] = [{"rule": r.name, "priority": r.priority.label, "enabled": r.enabled, "source": r.source,
              "tags": list(r.tags), "evttypes": sorted(r.evttypes) if r.evttypes is not None else None,
              "action": r.action} for r in rs.rules.values()]
     if as_json:

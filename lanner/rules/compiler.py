@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lanner.rules import operators as ops
-from lanner.rules.ast import Compare, Expr, FieldRef, Identifier, ListValue, Literal, Transform, walk
+from lanner.rules.ast import Compare, FieldRef, Identifier, ListValue, Literal, Transform, walk
 from lanner.rules.fieldtypes import (
     MISSING,
     OPERATORS_BY_TYPE,

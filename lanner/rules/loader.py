@@ -9,6 +9,7 @@ rule's condition is checked against the field registry and compiled.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from lanner.rules import compiler
 from lanner.rules.ast import And, Expr, Identifier, Not, Or, walk
 from lanner.rules.parser import LIST_OPS, OPERATORS, ConditionSyntaxError, parse_condition
 from lanner.rules.reader import OVERRIDE_APPEND_KEYS, OVERRIDE_REPLACE_KEYS, Item, ReadError, read_source
-from lanner.rules.ruleset import Location, LoadMessage, Priority, Rule, Ruleset
+from lanner.rules.ruleset import LoadMessage, Location, Priority, Rule, Ruleset
 
 ENGINE_VERSION = (0, 63, 0)
 """The Falco rules-engine version whose language Lanner implements."""
@@ -84,7 +85,7 @@ def _version(text: str) -> tuple[int, ...] | None:
     nums = tuple(int(p) for p in parts)
     if len(nums) == 1:  # legacy integer engine versions: 13 means 0.13.0
         return (0, nums[0], 0)
-    return (nums + (0, 0))[:3]
+    return (*nums, 0, 0)[:3]
 
 
 def quote_item(item: str) -> str:
@@ -183,7 +184,7 @@ class _Collector:
             self.plugin_versions(item)
         else:
             self.result.counts[item.kind] = self.result.counts.get(item.kind, 0) + 1
-            getattr(self, item.kind)(item)
+            {"list": self.add_list, "macro": self.add_macro, "rule": self.add_rule}[item.kind](item)
 
     def engine_version(self, item: Item) -> None:
         text = str(item.values["required_engine_version"])
@@ -223,7 +224,7 @@ class _Collector:
 
     # --- lists ---
 
-    def list(self, item: Item) -> None:
+    def add_list(self, item: Item) -> None:
         v = item.values
         mode = self.update_mode(item, "items")
         items = [str(x) for x in v.get("items", [])]
@@ -246,7 +247,7 @@ class _Collector:
 
     # --- macros ---
 
-    def macro(self, item: Item) -> None:
+    def add_macro(self, item: Item) -> None:
         v = item.values
         mode = self.update_mode(item, "condition")
         cond = v.get("condition")
@@ -283,7 +284,7 @@ class _Collector:
             return str(ov[main_key])
         return None
 
-    def rule(self, item: Item) -> None:
+    def add_rule(self, item: Item) -> None:
         v = item.values
         if v.get("append") and "override" in v:
             raise self.error("LOAD_ERR_VALIDATE", "'append' and 'override' cannot be used together", item)
@@ -333,7 +334,7 @@ class _Collector:
         prev = self.rules.get(item.name)
         if prev is None:
             raise self.error("LOAD_ERR_VALIDATE", f"rule has 'override' but no rule named '{item.name}' "
-                             "exists yet", item, "override")
+                             "exists yet", item)
         appends, replaces = [], []
         for key, how in ov.items():
             if key not in v:
@@ -591,7 +592,7 @@ class _Compiler:
         self.result.rules[rule.name] = rule
 
 
-def load(sources: list[str | Path] | tuple[str | Path, ...] | str | Path,
+def load(sources: Sequence[str | Path] | str | Path,
          min_priority: Priority | str = Priority.DEBUG) -> Ruleset:
     """Load rules files (paths) or rules texts, in order, with Falco's override semantics.
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from lanner.rules.ruleset import Location, LoadMessage
+from lanner.rules.ruleset import LoadMessage, Location
 
 _NULL_TAG = "tag:yaml.org,2002:null"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
@@ -205,7 +205,7 @@ class _Reader:
                 return []
             if not isinstance(val, list) or not all(isinstance(v, dict) for v in val):
                 raise bad("a list of exception objects")
-            return [self.exception(kind, name, ex, n) for ex, n in zip(val, node.value, strict=True)]  # type: ignore[attr-defined]
+            return [self.exception(kind, name, ex, n) for ex, n in zip(val, node.value, strict=True)]
         return _raw(node)
 
     def exception(self, kind: str, name: str, ex: dict[str, Any], node: Node) -> dict[str, Any]:
@@ -232,7 +232,7 @@ class _Reader:
 
 def read_source(src: str | Path, index: int, warnings: list[LoadMessage]) -> tuple[str, list[Item]]:
     """Read one rules file (a path) or rules text; returns its display name and items."""
-    if isinstance(src, Path) or ("\n" not in src and Path(src).exists()):
+    if isinstance(src, Path) or (src and "\n" not in src and not src.lstrip().startswith("-")):
         name = str(src)
         try:
             data = Path(src).read_bytes()
