@@ -62,9 +62,11 @@ def list_command(rules_files: tuple[Path, ...], as_json: bool) -> None:
         for m in rs.errors:
             click.echo(f"ERROR {m}", err=True)
         sys.exit(1)
-    rows: list[dict[str, Any]] = [{"rule": r.name, "priority": r.priority.label, "enabled": r.enabled, "source": r.source,
-             "tags": list(r.tags), "evttypes": sorted(r.evttypes) if r.evttypes is not None else None,
-             "action": r.action} for r in rs.rules.values()]
+    rows: list[dict[str, Any]] = [
+        {"rule": r.name, "priority": r.priority.label, "enabled": r.enabled, "source": r.source,
+         "tags": list(r.tags), "evttypes": sorted(r.evttypes) if r.evttypes is not None else None,
+         "action": r.action}
+        for r in rs.rules.values()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
