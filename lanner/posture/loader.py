@@ -110,7 +110,11 @@ def load_bytes(raw: bytes, name: str, result: LoadResult) -> None:
 
 def load_text(text: str, name: str, result: LoadResult) -> None:
     if not text.strip():
-        result.notes.append(Note(name, "empty: nothing to check"))
+        if name == STDIN_NAME:  # most likely the command before the pipe failed
+            result.errors.append(InputError(name, "standard input is empty: did the command before the "
+                                                  "pipe (helm template, kubectl kustomize…) fail?"))
+        else:
+            result.notes.append(Note(name, "empty: nothing to check"))
         return
     docs = _parse_yaml(text, name)
     if isinstance(docs, InputError):
