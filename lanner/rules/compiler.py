@@ -16,7 +16,6 @@ from lanner.rules.ast import Compare, FieldRef, Identifier, ListValue, Literal, 
 from lanner.rules.fieldtypes import (
     MISSING,
     OPERATORS_BY_TYPE,
-    ArgMode,
     Field,
     FieldType,
     Quantifier,
@@ -42,14 +41,12 @@ def _field(ref: FieldRef) -> Field:
     f = lookup_field(ref.name)
     if f is None:
         raise UnknownFieldError(f"filter_check called with nonexistent field {ref.name}")
-    mode = f.arg
-    if ref.arg is None and mode in (ArgMode.REQUIRED_INDEX, ArgMode.REQUIRED_KEY):
-        raise CompileError(f"field '{ref.name}' requires an argument")
-    if ref.arg is not None:
-        if mode is ArgMode.NONE:
-            raise CompileError(f"field '{ref.name}' does not take an argument")
-        if mode in (ArgMode.REQUIRED_INDEX, ArgMode.OPTIONAL_INDEX) and not ref.arg.lstrip("-").isdigit():
-            raise CompileError(f"field '{ref.name}' needs a numeric index argument, not '{ref.arg}'")
+    from lanner.rules.fields import check_arg
+
+    try:
+        check_arg(f, ref.arg)
+    except ValueError as e:
+        raise CompileError(f"field '{ref.name}': {e}") from None
     return f
 
 
@@ -200,6 +197,7 @@ class Test:
     """A ``val(field)`` or transformer right-hand side, read per event."""
 
 
+_FD_ANY_EXISTS = frozenset({"fd.ip", "fd.port", "fd.net", "fd.proto"})
 _INLINE = {"=": "==", "==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
 
@@ -274,8 +272,14 @@ def compile_test(c: Compare) -> Test:
         raise CompileError(f"operator '{op}' is not supported on field '{value.field.name}' "
                            f"of type {value.type.value}")
     if op == "exists":
+        if value.field is not None and value.field.name in _FD_ANY_EXISTS:
+            # Falco: `fd.ip exists` holds whenever the event has fd info at all, even a file.
+            value = Value(None, None, value.type, Quantifier.ONE,
+                          lambda e: MISSING if e.fd is None else True, ("fd-exists",))
         return Test(value, op, False, None, None)
     rhs = c.rhs
+    if value.field is not None and value.field.name in _IP_NAME_FIELDS and value.field.name == value.key[1]:
+        return _domain_test(value, op, rhs)
     if isinstance(rhs, Transform):
         rv = compile_value(rhs, rhs=True)
         return Test(value, op, False, None, None, rv)
@@ -303,6 +307,28 @@ def compile_test(c: Compare) -> Test:
     if op in _INLINE and value.type is not FieldType.IPNET and value.quantifier is Quantifier.ONE:
         return Test(value, op, False, const, None)
     return Test(value, op, False, const, _binary_pred(op, const, value.type))
+
+
+_IP_NAME_FIELDS = {"fd.sip.name": "fd.sip", "fd.cip.name": "fd.cip", "fd.lip.name": "fd.lip",
+                   "fd.rip.name": "fd.rip"}
+
+
+def _domain_test(value: Value, op: str, rhs: Any) -> Test:
+    """``fd.sip.name = domain``: the fd's IP is one of the domain's addresses (Falco's DNS cache)."""
+    from lanner.rules import dns
+
+    if op not in ("=", "==", "!=", "in", "intersects") or not isinstance(rhs, Literal | ListValue):
+        raise CompileError(f"'{value.field.name if value.field else ''}' supports =, != and in with domain names")
+    domains = [rhs.value] if isinstance(rhs, Literal) else list(rhs.items)
+    for d in domains:
+        dns.table().watch(d)
+    ip_value = compile_value(FieldRef(_IP_NAME_FIELDS[value.key[1]]))
+
+    def resolves(ip: Any) -> bool:
+        tbl = dns.table()
+        return any(ip in tbl.addresses(d) for d in domains)
+    pred: Callable[[Any], bool] = (lambda ip: not resolves(ip)) if op == "!=" else resolves
+    return Test(ip_value, op, False, None, pred)
 
 
 class TestCache:

@@ -28,7 +28,7 @@ import yaml
 from lanner.alert import Alert
 from lanner.engine import Engine
 from lanner.eventfile import read_events
-from lanner.rules import Ruleset, load
+from lanner.rules import Ruleset, dns, load
 
 HERE = Path(__file__).resolve().parent
 STABLE_DIR = HERE / "stable"
@@ -120,8 +120,6 @@ CASES: tuple[Case, ...] = (
         "not k8s_containers: the same connect from a pod in namespace kube-system",
         ("connection=10.244.1.23:48712->10.96.0.1:443", "process=curl"),
         {"fd.name": "10.244.1.23:48712->10.96.0.1:443"},
-        xfail="engine gap: fd.sip.name is always missing (lanner/rules/fields/fd.py _no_dns: no DNS "
-              "cache of rule domains, FIELDS.md §8.4), so k8s_api_server can never be true",
     ),
     Case(
         "Netcat Remote Code Execution in Container",
@@ -341,6 +339,16 @@ def false_clauses(ruleset: Ruleset, clauses: list[str], rule: str, path: Path) -
     """The clauses of ``rule`` that no event of ``path`` satisfies."""
     matched = {a.rule for a in replay(ruleset, path)}
     return [c for i, c in enumerate(clauses) if clause_rule_name(rule, i) not in matched]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def api_server_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The cluster's API server name resolves to the trigger's 10.96.0.1 (a hosts entry, no DNS)."""
+    hosts = tmp_path_factory.mktemp("dns") / "hosts"
+    hosts.write_text("10.96.0.1 kubernetes.default.svc.cluster.local\n")
+    dns.reset(str(hosts))
+    yield
+    dns.reset()
 
 
 @pytest.fixture(scope="module")

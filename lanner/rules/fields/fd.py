@@ -329,9 +329,17 @@ def _ino(ev: Event, arg: str | None = None) -> Any:
     return MISSING if fdi is None else fdi.ino
 
 
-def _no_dns(ev: Event, arg: str | None = None) -> Any:
-    # Lanner keeps no DNS cache of rule domains yet, so the name is never known (FIELDS.md §8.4).
-    return MISSING
+def _ip_name(ip_extract: Callable[[Event, str | None], Any]) -> Callable[[Event, str | None], Any]:
+    """The watched condition domain the address belongs to (FIELDS.md §8.4), else missing."""
+    def extract(ev: Event, arg: str | None = None) -> Any:
+        from lanner.rules.dns import table
+
+        ip = ip_extract(ev, None)
+        if ip is MISSING:
+            return MISSING
+        name = table().name_of(ip)
+        return MISSING if name is None else name
+    return extract
 
 
 def _F(name: str, typ: FieldType, desc: str, fn: Callable[[Event, str | None], Any], **kw: Any) -> Field:
@@ -371,10 +379,10 @@ FIELDS: Final[tuple[Field, ...]] = (
     _F("fd.cnet", NET, "Client IP tested against networks (filter only).", _cip, filter_only=True),
     _F("fd.lnet", NET, "Local IP tested against networks (filter only).", _lip, filter_only=True),
     _F("fd.rnet", NET, "Remote IP tested against networks (filter only).", _rip, filter_only=True),
-    _F("fd.sip.name", C, "Domain name of the server IP (from rule domains; not resolved yet).", _no_dns),
-    _F("fd.cip.name", C, "Domain name of the client IP (not resolved yet).", _no_dns),
-    _F("fd.lip.name", C, "Domain name of the local IP (not resolved yet).", _no_dns),
-    _F("fd.rip.name", C, "Domain name of the remote IP (not resolved yet).", _no_dns),
+    _F("fd.sip.name", C, "Domain name of the server IP, from the domains conditions use.", _ip_name(_sip)),
+    _F("fd.cip.name", C, "Domain name of the client IP, from the domains conditions use.", _ip_name(_cip)),
+    _F("fd.lip.name", C, "Domain name of the local IP, from the domains conditions use.", _ip_name(_lip)),
+    _F("fd.rip.name", C, "Domain name of the remote IP, from the domains conditions use.", _ip_name(_rip)),
     _F("fd.l4proto", C, "IP protocol: tcp, udp, icmp, raw; <NA> for other fds.", _l4proto),
     _F("fd.sockfamily", C, "Socket family: ip or unix.", _sockfamily),
     _F("fd.connected", B, "The socket is connected.", _connected),
