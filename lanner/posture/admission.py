@@ -32,6 +32,7 @@ LABEL_PREFIX = "pod-security.kubernetes.io/"
 MODES = ("enforce", "warn", "audit")
 POLICY_LEVELS = ("privileged", "baseline", "restricted")
 DEFAULT_MAX_BYTES = 3 * 1024 * 1024
+DRAIN_LIMIT = 16 * 1024 * 1024  # bigger bodies are not even read: the connection is closed
 POD_KINDS_ENFORCED = frozenset({"Pod"})
 
 
@@ -351,7 +352,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise BadRequest(400, f"invalid Content-Length {length_text!r}") from None
         limit = self.server.config.max_request_bytes
         if length > limit:
-            self.close_connection = True  # the body is not read: the connection cannot be reused
+            self.close_connection = True
+            if length <= DRAIN_LIMIT:  # read and drop it, so the client sees the answer, not a reset
+                left = length
+                while left > 0:
+                    chunk = self.rfile.read(min(left, 65536))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
             raise BadRequest(413, f"request body of {length} bytes is over the limit of {limit} bytes")
         raw = self.rfile.read(length)
         if len(raw) < length:
