@@ -208,3 +208,10 @@ def test_cli_module_imports_nothing_heavy() -> None:
             "if m in sys.modules]; print(bad)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
+
+
+def test_bench_scan_reports_figures() -> None:
+    from lanner.posture.bench import bench_scan
+
+    out = bench_scan(5)
+    assert out["manifests"] == 5 and out["findings"] > 0 and out["manifests_per_second"] > 0
