@@ -181,3 +181,18 @@ def bench_engine(rules_files: tuple[Path, ...], events: int, rule_matching: str,
     click.echo(f"  latency per event: p50 {res['us_per_event_p50']} µs, p99 {res['us_per_event_p99']} µs")
     click.echo(f"  alerts: {res['alerts']}; rules load: {res['rules_load_seconds']} s")
     click.echo(f"  {res['machine']}, {res['date']}")
+
+
+@bench_group.command("scan")
+@click.option("-n", "--manifests", default=2000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_scan_command(manifests: int, as_json: bool) -> None:
+    """Posture scan throughput: Deployments per second through `lanner scan`'s checks."""
+    from lanner.posture.bench import bench_scan
+
+    res = bench_scan(manifests)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    for key, val in res.items():
+        click.echo(f"  {key}: {val}")
