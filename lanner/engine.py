@@ -8,7 +8,7 @@ from typing import Any
 from lanner.alert import Alert, hostname
 from lanner.events import Event
 from lanner.rules import codegen
-from lanner.rules.compiler import shared_tests
+from lanner.rules.compiler import TestCache
 from lanner.rules.ruleset import Priority, Rule, Ruleset
 
 RULE_MATCHING = ("first", "all")
@@ -32,31 +32,28 @@ class Engine:
         self.rules: list[Rule] = sorted(
             (r for r in ruleset.rules.values() if r.enabled and r.priority <= min_priority),
             key=lambda r: r.index)
+        self.tests = ruleset.tests if ruleset.tests is not None else TestCache()
         self.hostname = hostname()
         self._by_type: dict[str, tuple[Callable[[Any], Sequence[int]], list[Rule]]] = {}
-        self.matches: dict[str, int] = {r.name: 0 for r in self.rules}
 
     def _matcher(self, evtype: str) -> tuple[Callable[[Any], Sequence[int]], list[Rule]]:
         rules = [r for r in self.rules if r.evttypes is None or evtype in r.evttypes]
-        fn = codegen.build_type_matcher([r.condition for r in rules], evtype, shared_tests(), self.first)
+        fn = codegen.build_type_matcher([r.condition for r in rules], evtype, self.tests, self.first)
         entry = (fn, rules)
         self._by_type[evtype] = entry
         return entry
 
     def match(self, evt: Event) -> list[Rule]:
         """The rules an event matches, in load order (at most one with rule_matching=first)."""
-        entry = self._by_type.get(evt.type)
-        if entry is None:
-            entry = self._matcher(evt.type)
-        fn, rules = entry
+        fn, rules = self._by_type.get(evt.type) or self._matcher(evt.type)
         return [rules[i] for i in fn(evt)]
 
     def process(self, evt: Event) -> list[Alert]:
-        alerts = []
-        for rule in self.match(evt):
-            self.matches[rule.name] += 1
-            alerts.append(self.alert(rule, evt))
-        return alerts
+        fn, rules = self._by_type.get(evt.type) or self._matcher(evt.type)
+        hits = fn(evt)
+        if not hits:  # the common case: no comprehension frame, no list to build
+            return []
+        return [self.alert(rules[i], evt) for i in hits]
 
     def alert(self, rule: Rule, evt: Event) -> Alert:
         message, fields = rule.formatter.render(evt)

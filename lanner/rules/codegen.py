@@ -18,8 +18,8 @@ from typing import Any
 
 from lanner.events import EVENT_TYPES
 from lanner.rules.ast import And, Compare, Expr, FieldRef, ListValue, Literal, Not, Or
-from lanner.rules.compiler import Test, TestCache, Value
-from lanner.rules.fieldtypes import MISSING, FieldType, Quantifier
+from lanner.rules.compiler import INLINE_OPERATORS, Test, TestCache, Value
+from lanner.rules.fieldtypes import MISSING, Quantifier
 
 Folded = Expr | bool
 
@@ -147,20 +147,19 @@ class _Gen:
                 return f"({head} and bool(_a) and not any(map({self.const(t.pred)}, _a)))"
             if t.pred is None and t.op in ("in", "intersects"):
                 return f"({head} and not {self.const(t.const)}.isdisjoint(_a))"
-            pred = t.pred if t.pred is not None else _inline_pred(t)
-            return f"({head} and any(map({self.const(pred)}, _a)))"
+            assert t.pred is not None, "quantified values always compare through a predicate"
+            return f"({head} and any(map({self.const(t.pred)}, _a)))"
         if t.pred is not None:
             return f"({head} and {self.const(t.pred)}(_a))"
         k = self.const(t.const)
         if t.op in ("in", "intersects"):
             return f"({head} and _a in {k})"
-        pyop = {"=": "==", "==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[t.op]
-        return f"({head} and _a {pyop} {k})"
+        return f"({head} and _a {INLINE_OPERATORS[t.op]} {k})"
 
     def dynamic(self, t: Test, src: str) -> str:
         """A comparison with a value read from the event on the right (``val(field)``)."""
-        assert t.rhs is not None
-        cmp = self.const(_dynamic_cmp(t.op, t.value.type))
+        assert t.rhs is not None and t.compare is not None
+        cmp = self.const(t.compare)
         return f"((_a := {src}) is not _M and (_b := {self.read(t.rhs)}) is not _M and {cmp}(_a, _b))"
 
     def expr(self, node: Folded) -> str:
@@ -207,39 +206,6 @@ class _Gen:
         fn: Callable[[Any], Sequence[int]] = self.ns["_match"]
         fn.__lanner_source__ = src  # type: ignore[attr-defined]
         return fn
-
-
-def _inline_pred(t: Test) -> Callable[[Any], bool]:
-    from lanner.rules.compiler import _binary_pred
-
-    return _binary_pred(t.op, t.const, t.value.type)
-
-
-def _dynamic_cmp(op: str, ftype: FieldType) -> Callable[[Any, Any], bool]:
-    from lanner.rules import operators as ops
-
-    def s(v: Any) -> str:
-        return ops.to_str(v)
-    table: dict[str, Callable[[Any, Any], bool]] = {
-        "=": lambda a, b: a == b or s(a) == s(b), "==": lambda a, b: a == b or s(a) == s(b),
-        "!=": lambda a, b: not (a == b or s(a) == s(b)),
-        "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
-        "contains": lambda a, b: s(b) in s(a), "icontains": lambda a, b: s(b).lower() in s(a).lower(),
-        "startswith": lambda a, b: s(a).startswith(s(b)), "endswith": lambda a, b: s(a).endswith(s(b)),
-        "in": lambda a, b: a == b, "intersects": lambda a, b: a == b,
-        "glob": lambda a, b: ops.glob_matcher(s(b))(s(a)),
-        "iglob": lambda a, b: ops.glob_matcher(s(b), True)(s(a)),
-        "pmatch": lambda a, b: ops.PathPrefixes([s(b)])(s(a)),
-        "regex": lambda a, b: ops.regex_matcher(s(b))(s(a)),
-        "bcontains": lambda a, b: b in a, "bstartswith": lambda a, b: a.startswith(b),
-    }
-    return table[op]
-
-
-def build_rule_matcher(cond: Expr, tests: TestCache) -> Callable[[Any], bool]:
-    """A matcher for one rule and any event type (evt.type compared at run time)."""
-    fn = _Gen(tests).function([cond], first=True)
-    return lambda e: bool(fn(e))
 
 
 def build_type_matcher(conds: Iterable[Expr], evtype: str | None, tests: TestCache,

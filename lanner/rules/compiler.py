@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lanner.rules import operators as ops
-from lanner.rules.ast import Compare, FieldRef, Identifier, ListValue, Literal, Transform, walk
+from lanner.rules.ast import Compare, FieldRef, ListValue, Literal, Transform, walk
 from lanner.rules.fieldtypes import (
     MISSING,
     OPERATORS_BY_TYPE,
@@ -37,7 +37,7 @@ def lookup_field(name: str) -> Field | None:
     return lookup(name)
 
 
-def _field(ref: FieldRef) -> Field:
+def resolve_field(ref: FieldRef) -> Field:
     f = lookup_field(ref.name)
     if f is None:
         raise UnknownFieldError(f"filter_check called with nonexistent field {ref.name}")
@@ -71,7 +71,7 @@ def _transform_fn(name: str) -> Callable[[Any], Any]:
 
 def compile_value(node: FieldRef | Transform | Literal | ListValue, rhs: bool = False) -> Value:
     if isinstance(node, FieldRef):
-        f = _field(node)
+        f = resolve_field(node)
         ex, arg = f.extract, node.arg
         return Value(f, arg, f.type, f.quantifier_for(arg), lambda e: ex(e, arg), ("f", node.name, arg))
     if isinstance(node, Literal):
@@ -195,10 +195,12 @@ class Test:
     """A predicate for operators that are not one Python operator."""
     rhs: Value | None = None
     """A ``val(field)`` or transformer right-hand side, read per event."""
+    compare: Callable[[Any, Any], bool] | None = None
+    """With ``rhs``: compares the left value with the right one."""
 
 
 _FD_ANY_EXISTS = frozenset({"fd.ip", "fd.port", "fd.net", "fd.proto"})
-_INLINE = {"=": "==", "==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+INLINE_OPERATORS = {"=": "==", "==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
 
 def _parse(field: Value, text: str, op: str) -> Any:
@@ -222,7 +224,7 @@ def _parse(field: Value, text: str, op: str) -> Any:
         raise CompileError(f"invalid value '{text}' for field '{field.field.name}': {e}") from None
 
 
-def _binary_pred(op: str, const: Any, ftype: FieldType) -> Callable[[Any], bool]:
+def binary_pred(op: str, const: Any, ftype: FieldType) -> Callable[[Any], bool]:
     """A predicate for one value against one parsed literal."""
     if ftype is FieldType.IPNET:
         test = ops.in_networks([const])
@@ -257,6 +259,29 @@ def _binary_pred(op: str, const: Any, ftype: FieldType) -> Callable[[Any], bool]
     raise CompileError(f"operator '{op}' needs a list")
 
 
+def _s(v: Any) -> str:
+    return ops.to_str(v)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a == b or _s(a) == _s(b))
+
+
+# Comparisons whose right side is read from the event (``proc.name = val(proc.pname)``).
+_DYNAMIC_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "=": _same, "==": _same, "!=": lambda a, b: not _same(a, b), "in": _same, "intersects": _same,
+    "<": lambda a, b: bool(a < b), "<=": lambda a, b: bool(a <= b),
+    ">": lambda a, b: bool(a > b), ">=": lambda a, b: bool(a >= b),
+    "contains": lambda a, b: _s(b) in _s(a), "icontains": lambda a, b: _s(b).lower() in _s(a).lower(),
+    "startswith": lambda a, b: _s(a).startswith(_s(b)), "endswith": lambda a, b: _s(a).endswith(_s(b)),
+    "glob": lambda a, b: ops.glob_matcher(_s(b))(_s(a)),
+    "iglob": lambda a, b: ops.glob_matcher(_s(b), True)(_s(a)),
+    "pmatch": lambda a, b: ops.PathPrefixes([_s(b)])(_s(a)),
+    "regex": lambda a, b: ops.regex_matcher(_s(b))(_s(a)),
+    "bcontains": lambda a, b: bool(b in a), "bstartswith": lambda a, b: bool(a.startswith(b)),
+}
+
+
 def _set_pred(op: str, consts: list[Any], ftype: FieldType) -> tuple[Any, Callable[[Any], bool] | None]:
     if op == "pmatch":
         return None, ops.PathPrefixes([str(c) for c in consts])
@@ -282,11 +307,11 @@ def compile_test(c: Compare) -> Test:
         return _domain_test(value, op, rhs)
     if isinstance(rhs, Transform):
         rv = compile_value(rhs, rhs=True)
-        return Test(value, op, False, None, None, rv)
+        return Test(value, op, False, None, None, rv, _DYNAMIC_COMPARE[op])
     if c.modifier is not None:
         if not isinstance(rhs, ListValue):
             raise CompileError(f"'{c.modifier}' needs a list of values, not the name '{getattr(rhs, 'value', '')}'")
-        preds = [_binary_pred(op, _parse(value, t, op), value.type) for t in rhs.items]
+        preds = [binary_pred(op, _parse(value, t, op), value.type) for t in rhs.items]
         if c.modifier == "anyof":
             return Test(value, op, False, None, lambda v: any(p(v) for p in preds))
         if c.modifier == "allof":
@@ -303,10 +328,11 @@ def compile_test(c: Compare) -> Test:
     const = _parse(value, rhs.value, op)
     negate_any = value.quantifier is Quantifier.EITHER_END and op == "!="
     if negate_any:
-        return Test(value, op, True, const, _binary_pred("=", const, value.type))
-    if op in _INLINE and value.type is not FieldType.IPNET and value.quantifier is Quantifier.ONE:
+        return Test(value, op, True, const, binary_pred("=", const, value.type))
+    if op in INLINE_OPERATORS and value.type is not FieldType.IPNET and value.quantifier is Quantifier.ONE:
         return Test(value, op, False, const, None)
-    return Test(value, op, False, const, _binary_pred(op, const, value.type))
+    # Quantified (list) values and operators that are not one Python operator use a predicate.
+    return Test(value, op, False, const, binary_pred(op, const, value.type))
 
 
 _IP_NAME_FIELDS = {"fd.sip.name": "fd.sip", "fd.cip.name": "fd.cip", "fd.lip.name": "fd.lip",
@@ -319,7 +345,7 @@ def _domain_test(value: Value, op: str, rhs: Any) -> Test:
 
     if op not in ("=", "==", "!=", "in", "intersects") or not isinstance(rhs, Literal | ListValue):
         raise CompileError(f"'{value.field.name if value.field else ''}' supports =, != and in with domain names")
-    domains = [rhs.value] if isinstance(rhs, Literal) else list(rhs.items)
+    domains = [d.lower() for d in ([rhs.value] if isinstance(rhs, Literal) else rhs.items)]
     for d in domains:
         dns.table().watch(d)
     ip_value = compile_value(FieldRef(_IP_NAME_FIELDS[value.key[1]]))
@@ -344,24 +370,14 @@ class TestCache:
         return t
 
 
-_SHARED = TestCache()
-
-
-def shared_tests() -> TestCache:
-    return _SHARED
-
-
-def compile_rule(rule: Rule) -> None:
-    """Type-check the condition, compute its event types and attach the generic matcher."""
+def compile_rule(rule: Rule, tests: TestCache) -> None:
+    """Type-check every comparison of the (macro-expanded) condition and compute its event types."""
     from lanner.rules import codegen
 
     for node in walk(rule.condition):
         if isinstance(node, Compare):
-            _SHARED.get(node)
-        elif isinstance(node, Identifier):
-            raise CompileError(f"Undefined macro '{node.name}' used in filter.")
+            tests.get(node)
     rule.evttypes = codegen.event_types(rule.condition)
-    rule.matcher = codegen.build_rule_matcher(rule.condition, _SHARED)
 
 
 def compile_output(rule: Rule) -> None:

@@ -73,9 +73,10 @@ class DomainTable:
                 self._names.setdefault(ip, domain)
 
     def addresses(self, domain: str) -> frozenset[IPAddress]:
-        domain = domain.lower()
+        """The domain's addresses; ``domain`` is lower case (conditions are normalised at compile time)."""
         addrs = self._addrs.get(domain)
         if addrs is None:
+            domain = domain.lower()
             self.watch(domain)
             return self._addrs.get(domain, frozenset())
         stamp = self._resolved_at.get(domain)

@@ -268,30 +268,33 @@ class _Collector:
 
     # --- rules ---
 
-    def update_mode(self, item: Item, main_key: str) -> str | None:
-        """None for a definition; 'append' or 'replace' for an update (legacy or override)."""
+    def update_kind(self, item: Item) -> str | None:
+        """'append' (the deprecated key), 'override', or None for a definition."""
         v = item.values
         if v.get("append") and "override" in v:
             raise self.error("LOAD_ERR_VALIDATE", "'append' and 'override' cannot be used together", item)
         if v.get("append"):
             self.warn("LOAD_DEPRECATED_ITEM", "the 'append' key is deprecated: use 'override' instead", item)
             return "append"
-        if "override" in v and item.kind != "rule":
-            ov = v["override"]
-            if set(ov) != {main_key} or ov[main_key] not in ("append", "replace"):
-                raise self.error("LOAD_ERR_VALIDATE", f"a {item.kind} can only override '{main_key}' "
-                                 "with 'append' or 'replace'", item, "override")
-            return str(ov[main_key])
-        return None
+        return "override" if "override" in v else None
+
+    def update_mode(self, item: Item, main_key: str) -> str | None:
+        """For a list or macro: None for a definition, else 'append' or 'replace' of ``main_key``."""
+        kind = self.update_kind(item)
+        if kind != "override":
+            return kind
+        ov = item.values["override"]
+        if set(ov) != {main_key} or ov[main_key] not in ("append", "replace"):
+            raise self.error("LOAD_ERR_VALIDATE", f"a {item.kind} can only override '{main_key}' "
+                             "with 'append' or 'replace'", item, "override")
+        return str(ov[main_key])
 
     def add_rule(self, item: Item) -> None:
         v = item.values
-        if v.get("append") and "override" in v:
-            raise self.error("LOAD_ERR_VALIDATE", "'append' and 'override' cannot be used together", item)
-        if "override" in v:
+        kind = self.update_kind(item)
+        if kind == "override":
             self.rule_override(item)
-        elif v.get("append"):
-            self.warn("LOAD_DEPRECATED_ITEM", "the 'append' key is deprecated: use 'override' instead", item)
+        elif kind == "append":
             self.rule_append(item, [k for k in ("condition", "output", "desc", "tags", "exceptions") if k in v])
         elif set(v) <= {"enabled"} and "enabled" in v:
             prev = self.rules.get(item.name)
@@ -483,6 +486,8 @@ class _Compiler:
         self.col = col
         self.result = result
         self.min_priority = min_priority
+        self.tests = compiler.TestCache()
+        result.tests = self.tests
 
     def run(self) -> None:
         lists = self.expand_lists()
@@ -567,7 +572,7 @@ class _Compiler:
                     action=info.action, mode=info.mode, capture=info.capture, location=info.location,
                     index=info.index)
         try:
-            compiler.compile_rule(rule)
+            compiler.compile_rule(rule, self.tests)
         except compiler.UnknownFieldError as e:
             if info.skip_if_unknown_filter:
                 self.result.warnings.append(LoadMessage("LOAD_UNKNOWN_FILTER", str(e), "rule", info.name,

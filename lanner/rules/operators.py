@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import functools
 import ipaddress
 import os.path
 import re
@@ -17,6 +18,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+@functools.lru_cache(maxsize=1024)
 def glob_matcher(pattern: str, ignore_case: bool = False) -> Callable[[str], bool]:
     """``fnmatch(pattern, value, 0)``: a full match where ``*`` and ``?`` also match ``/``."""
     rx = re.compile(fnmatch.translate(pattern), re.DOTALL | (re.IGNORECASE if ignore_case else 0))

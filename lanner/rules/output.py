@@ -25,7 +25,7 @@ class OutputFormat:
     __slots__ = ("fields", "parts", "template")
 
     def __init__(self, template: str, append_suggested: bool = True) -> None:
-        from lanner.rules.compiler import CompileError, _field
+        from lanner.rules.compiler import CompileError, lookup_field, resolve_field
 
         template = template.strip().replace("%container.info", "")
         if append_suggested:
@@ -49,7 +49,7 @@ class OutputFormat:
             cand = m.group(0)
             field, name = None, ""
             for end in range(len(cand), 0, -1):
-                f = _lookup(cand[:end])
+                f = lookup_field(cand[:end])
                 if f is not None:
                     field, name = f, cand[:end]
                     break
@@ -64,7 +64,7 @@ class OutputFormat:
                 arg = template[j + 1:close]
                 j = close + 1
             try:
-                field = _field(FieldRef(name, arg))
+                field = resolve_field(FieldRef(name, arg))
             except CompileError as e:
                 raise ValueError(f"invalid output format '%{name}': {e}") from None
             if field.filter_only:
@@ -94,8 +94,3 @@ class OutputFormat:
             values[key] = None if v is MISSING else render_json(field, v)
         return "".join(out), values
 
-
-def _lookup(name: str) -> Field | None:
-    from lanner.rules.compiler import lookup_field
-
-    return lookup_field(name)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lanner.rules.ast import Expr
+
+if TYPE_CHECKING:
+    from lanner.rules.compiler import TestCache
 
 
 class Priority(enum.IntEnum):
@@ -102,8 +104,6 @@ class Rule:
     location: Location = Location("")
     index: int = 0
     """Load order: the position where the rule was first defined."""
-    matcher: Callable[[Any], bool] | None = field(default=None, repr=False, compare=False)
-    """The compiled condition."""
     formatter: Any = field(default=None, repr=False, compare=False)
     """The compiled output format (lanner.rules.output.OutputFormat)."""
 
@@ -120,6 +120,8 @@ class Ruleset:
     required_engine_version: str = ""
     counts: dict[str, int] = field(default_factory=dict)
     """How many rule, macro and list definitions the files contain (before merging)."""
+    tests: TestCache | None = field(default=None, repr=False, compare=False)
+    """The compiled comparisons of this ruleset's conditions, shared by its rules."""
 
     @property
     def ok(self) -> bool:

@@ -129,3 +129,48 @@ def test_replay_bad_event_file(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     assert f"{events}:2" in res.stderr and "Traceback" not in res.stderr
+
+
+COMPARE_RULES = """
+- rule: Same name as parent
+  desc: val() reads the right side from the event
+  condition: evt.type = execve and proc.name = val(proc.pname)
+  output: "%proc.name"
+  priority: INFO
+- rule: Spawned under sshd
+  desc: proc.aname without an index is any ancestor from the parent up
+  condition: evt.type = execve and proc.aname = sshd
+  output: "%proc.aname"
+  priority: INFO
+- rule: Not under cron
+  desc: on an ancestor field != is existential too (some ancestor differs)
+  condition: evt.type = execve and proc.aname != cron
+  output: x
+  priority: INFO
+"""
+
+
+def _exec(name: str, *ancestors: str) -> Event:
+    parent = None
+    for anc in reversed(ancestors):
+        parent = Process(pid=len(anc), name=anc, parent=parent)
+    return Event(type="execve", ts=1, res=0, proc=Process(pid=99, name=name, parent=parent))
+
+
+def test_val_and_ancestor_comparisons() -> None:
+    engine = Engine(load(COMPARE_RULES), rule_matching="all")
+
+    def rules(evt: Event) -> list[str]:
+        return [a.rule for a in engine.process(evt)]
+
+    assert rules(_exec("bash", "bash", "sshd")) == ["Same name as parent", "Spawned under sshd", "Not under cron"]
+    assert rules(_exec("ls", "bash", "init")) == ["Not under cron"]
+    assert rules(_exec("ls", "cron")) == []  # the only ancestor is cron: no ancestor differs
+    assert rules(_exec("ls")) == []  # no ancestors: every ancestor comparison is false
+    alert = Engine(load(COMPARE_RULES)).process(_exec("sh", "bash", "sshd"))[0]
+    assert alert.rule == "Spawned under sshd" and alert.message.startswith("bash sshd ")
+
+
+def test_rulesets_compile_independently() -> None:
+    a, b = load(RULES), load(RULES)
+    assert a.tests is not None and b.tests is not None and a.tests is not b.tests

@@ -128,12 +128,19 @@ def _labels_text(labels: dict[str, str]) -> str:
     return ", ".join(f"{k}:{v}" for k, v in labels.items())
 
 
-def _label(ev: Event, arg: str | None = None) -> Any:
-    c = _entry(ev)
-    if c is MISSING or c is _HOST or arg is None:
-        return MISSING
-    v = c.labels.get(arg)
-    return MISSING if v is None else v
+def _keyed(mapping: Callable[[Container], dict[str, str]]) -> Callable[[Event, str | None], Any]:
+    """One label by key (``container.label[app]``); missing on the host and without metadata."""
+    def extract(ev: Event, arg: str | None = None) -> Any:
+        c = _entry(ev)
+        if c is MISSING or c is _HOST or arg is None:
+            return MISSING
+        v = mapping(c).get(arg)
+        return MISSING if v is None else v
+    return extract
+
+
+_label = _keyed(lambda c: c.labels)
+_pod_label = _keyed(lambda c: c.pod_labels)
 
 
 def _start_ts(ev: Event, arg: str | None = None) -> Any:
@@ -160,14 +167,6 @@ def _k8s(attr: Callable[[Container], str | None], label: str | None) -> Callable
             v = c.labels.get(label)
         return MISSING if v is None else v
     return extract
-
-
-def _pod_label(ev: Event, arg: str | None = None) -> Any:
-    c = _entry(ev)
-    if c is MISSING or c is _HOST or arg is None:
-        return MISSING
-    v = c.pod_labels.get(arg)
-    return MISSING if v is None else v
 
 
 def _pod_labels(ev: Event, arg: str | None = None) -> Any:

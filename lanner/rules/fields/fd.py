@@ -181,53 +181,26 @@ def _cport(ev: Event, arg: str | None = None) -> Any:
     return _port(fdi.cport)
 
 
-# Local/remote: a connecting socket's local end is the client; an accepted one's is the server.
-def _lip(ev: Event, arg: str | None = None) -> Any:
-    fdi = _ipfd(ev)
-    if fdi is None:
+def _by_role(client_attr: str, server_attr: str, conv: Callable[[Any], Any]) -> Callable[[Event, str | None], Any]:
+    """Local/remote ends: a connecting (client) socket's local end is the client side, an accepted
+    (server) socket's local end is the server side."""
+    def extract(ev: Event, arg: str | None = None) -> Any:
+        fdi = _ipfd(ev)
+        if fdi is None:
+            return MISSING
+        role = fdi.role
+        if role == "client":
+            return conv(getattr(fdi, client_attr))
+        if role == "server":
+            return conv(getattr(fdi, server_attr))
         return MISSING
-    role = fdi.role
-    if role == "client":
-        return _addr(fdi.cip)
-    if role == "server":
-        return _addr(fdi.sip)
-    return MISSING
+    return extract
 
 
-def _rip(ev: Event, arg: str | None = None) -> Any:
-    fdi = _ipfd(ev)
-    if fdi is None:
-        return MISSING
-    role = fdi.role
-    if role == "client":
-        return _addr(fdi.sip)
-    if role == "server":
-        return _addr(fdi.cip)
-    return MISSING
-
-
-def _lport(ev: Event, arg: str | None = None) -> Any:
-    fdi = _ipfd(ev)
-    if fdi is None:
-        return MISSING
-    role = fdi.role
-    if role == "client":
-        return _port(fdi.cport)
-    if role == "server":
-        return _port(fdi.sport)
-    return MISSING
-
-
-def _rport(ev: Event, arg: str | None = None) -> Any:
-    fdi = _ipfd(ev)
-    if fdi is None:
-        return MISSING
-    role = fdi.role
-    if role == "client":
-        return _port(fdi.sport)
-    if role == "server":
-        return _port(fdi.cport)
-    return MISSING
+_lip = _by_role("cip", "sip", _addr)
+_rip = _by_role("sip", "cip", _addr)
+_lport = _by_role("cport", "sport", _port)
+_rport = _by_role("sport", "cport", _port)
 
 
 def _both_ips(ev: Event, arg: str | None = None) -> Any:

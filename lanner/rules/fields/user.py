@@ -16,16 +16,6 @@ def _uid(ev: Event, arg: str | None = None) -> Any:
     return MISSING if p is None else p.uid & _U32
 
 
-def _name(ev: Event, arg: str | None = None) -> Any:
-    p = ev.proc
-    if p is None:
-        return MISSING
-    n = p.user_name
-    if n is not None:
-        return n
-    return "root" if p.uid == 0 else "<NA>"
-
-
 def _loginuid(ev: Event, arg: str | None = None) -> Any:
     p = ev.proc
     if p is None:
@@ -34,29 +24,27 @@ def _loginuid(ev: Event, arg: str | None = None) -> Any:
     return -1 if lu == _U32 else lu
 
 
-def _loginname(ev: Event, arg: str | None = None) -> Any:
-    p = ev.proc
-    if p is None:
-        return MISSING
-    n = p.loginname
-    if n is not None:
-        return n
-    return "root" if p.loginuid == 0 else "<NA>"
-
-
 def _gid(ev: Event, arg: str | None = None) -> Any:
     p = ev.proc
     return MISSING if p is None else p.gid & _U32
 
 
-def _group(ev: Event, arg: str | None = None) -> Any:
-    p = ev.proc
-    if p is None:
-        return MISSING
-    n = p.group_name
-    if n is not None:
-        return n
-    return "root" if p.gid == 0 else "<NA>"
+def _resolved_name(name_attr: str, id_attr: str) -> Callable[[Event, str | None], Any]:
+    """A name the state layer resolved; else Falco's fallbacks: root for id 0, the literal <NA>."""
+    def extract(ev: Event, arg: str | None = None) -> Any:
+        p = ev.proc
+        if p is None:
+            return MISSING
+        n = getattr(p, name_attr)
+        if n is not None:
+            return n
+        return "root" if getattr(p, id_attr) == 0 else "<NA>"
+    return extract
+
+
+_name = _resolved_name("user_name", "uid")
+_loginname = _resolved_name("loginname", "loginuid")
+_group = _resolved_name("group_name", "gid")
 
 
 def _F(name: str, typ: FieldType, desc: str, fn: Callable[[Event, str | None], Any]) -> Field:
