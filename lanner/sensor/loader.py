@@ -1,0 +1,118 @@
+"""Loading and running the kernel half: sensor.bpf.o, configured for the syscalls the rules need.
+
+`KernelSensor` opens the object, writes its settings (the agent's own tgid, the ring size, the
+syscall table), loads and attaches it, then hands each ring-buffer record to a callback.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lanner.sensor import libbpf
+from lanner.sensor.syscalls import MAX_SYSCALLS, Syscall
+
+_RODATA = struct.Struct("<I4xQ")  # agent_tgid, wakeup_bytes (const volatile globals, C layout)
+_STATS = ("sent", "dropped", "truncated")
+
+
+class SensorError(RuntimeError):
+    """The kernel sensor cannot start here; the message names what is missing."""
+
+
+def bpf_dir() -> Path:
+    """Where the built BPF objects are: $LANNER_BPF_DIR, else the checkout's build/bpf."""
+    env = os.environ.get("LANNER_BPF_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "build" / "bpf"
+
+
+def object_path(name: str) -> Path:
+    path = bpf_dir() / name
+    if not path.is_file():
+        raise SensorError(f"BPF object {path} not found: run `make setup` to build it "
+                          "(or set LANNER_BPF_DIR)")
+    return path
+
+
+@dataclass(slots=True)
+class Counters:
+    sent: int = 0
+    dropped: int = 0
+    truncated: int = 0
+
+
+class KernelSensor:
+    """The loaded, attached capture program. Use as a context manager; close() detaches."""
+
+    def __init__(self, syscalls: Iterable[Syscall], *, ring_bytes: int = 16 << 20,
+                 wakeup_bytes: int = 64 << 10, exclude_tgid: int | None = None,
+                 obj_name: str = "sensor.bpf.o") -> None:
+        if ring_bytes < 4096 or ring_bytes & (ring_bytes - 1):
+            raise SensorError(f"ring buffer size {ring_bytes} must be a power of two of at least 4096")
+        self.syscalls = list(syscalls)
+        path = object_path(obj_name)
+        try:
+            self._obj = libbpf.BpfObject(str(path))
+        except libbpf.BpfError as exc:
+            raise SensorError(str(exc)) from exc
+        self._ring: libbpf.RingBuffer | None = None
+        try:
+            self._configure(ring_bytes, wakeup_bytes, os.getpid() if exclude_tgid is None else exclude_tgid)
+            self._obj.load()
+            self._write_specs()
+            self._obj.attach_all()
+        except libbpf.BpfError as exc:
+            self._obj.close()
+            raise SensorError(f"{exc} — see `lanner doctor`") from exc
+
+    def _configure(self, ring_bytes: int, wakeup_bytes: int, agent_tgid: int) -> None:
+        obj = self._obj
+        obj.map("events").set_max_entries(ring_bytes)
+        obj.map("scratch_map").set_max_entries(libbpf.possible_cpus())
+        rodata = obj.map(".rodata")
+        current = rodata.initial_value()
+        rodata.set_initial_value(_RODATA.pack(agent_tgid, wakeup_bytes) + current[_RODATA.size:])
+
+    def _write_specs(self) -> None:
+        specs = self._obj.map("specs")
+        for sc in self.syscalls:
+            if not 0 <= sc.nr < MAX_SYSCALLS:
+                continue
+            specs.update(struct.pack("<I", sc.nr), sc.spec())
+
+    def open_ring(self, callback: Callable[[bytes], None]) -> None:
+        self._ring = libbpf.RingBuffer(self._obj.map("events").fd, callback)
+
+    def poll(self, timeout_ms: int = 10) -> int:
+        """Wait up to timeout_ms for a wake-up, then drain what was submitted without one."""
+        ring = self._ring
+        if ring is None:
+            raise SensorError("open_ring() first")
+        return ring.poll(timeout_ms) + ring.consume()
+
+    def counters(self) -> Counters:
+        """Totals over all CPUs of records sent, dropped (ring full) and truncated (long paths)."""
+        stats = self._obj.map("stats")
+        ncpu = libbpf.possible_cpus()
+        out = Counters()
+        for i, name in enumerate(_STATS):
+            raw = stats.lookup(struct.pack("<I", i), 8 * ncpu)
+            setattr(out, name, sum(struct.unpack(f"<{ncpu}Q", raw)))
+        return out
+
+    def close(self) -> None:
+        if self._ring is not None:
+            self._ring.free()
+            self._ring = None
+        self._obj.close()
+
+    def __enter__(self) -> KernelSensor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
