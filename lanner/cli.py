@@ -21,6 +21,8 @@ class _LazyGroup(click.Group):
         "bench": ("lanner.bench", "bench_group", "Benchmarks: they print figures."),
         "scan": ("lanner.posture.cli", "scan_command", "Check pod manifests' security posture."),
         "admission": ("lanner.posture.cli", "admission_command", "Run the admission webhook."),
+        "capture": ("lanner.capture", "capture_command", "Record live kernel events to a file."),
+        "doctor": ("lanner.doctor", "doctor_command", "Report what this kernel and machine allow."),
     }
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

@@ -36,6 +36,15 @@ class Engine:
         self.hostname = hostname()
         self._by_type: dict[str, tuple[Callable[[Any], Sequence[int]], list[Rule]]] = {}
 
+    def event_types(self) -> set[str] | None:
+        """The event types some rule can match; None when a rule matches every type."""
+        out: set[str] = set()
+        for rule in self.rules:
+            if rule.evttypes is None:
+                return None
+            out |= rule.evttypes
+        return out
+
     def _matcher(self, evtype: str) -> tuple[Callable[[Any], Sequence[int]], list[Rule]]:
         rules = [r for r in self.rules if r.evttypes is None or evtype in r.evttypes]
         fn = codegen.build_type_matcher([r.condition for r in rules], evtype, self.tests, self.first)

@@ -27,3 +27,9 @@ for src in lanner/*/bpf/*.bpf.c; do
     mv "$obj.tmp" "$obj"
     echo "build-bpf: $obj"
 done
+
+# The benchmark's native load generator.
+if [ ! -x build/loadgen ] || [ lanner/bench/loadgen.c -nt build/loadgen ]; then
+    gcc -O2 -Wall -o build/loadgen lanner/bench/loadgen.c
+    echo "build-bpf: build/loadgen"
+fi

@@ -196,3 +196,17 @@ def bench_scan_command(manifests: int, as_json: bool) -> None:
         return
     for key, val in res.items():
         click.echo(f"  {key}: {val}")
+
+
+@bench_group.command("sensor")
+@click.option("-r", "--rules", "rules_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Rules the agent runs (default: Falco's falco_rules.yaml).")
+@click.option("--seconds", default=3.0, show_default=True, help="Length of each timed run.")
+@click.option("--redis-requests", default=200_000, show_default=True,
+              help="redis-benchmark requests per run (0 skips redis).")
+@click.option("--json", "as_json", is_flag=True)
+def bench_sensor_command(rules_files: tuple[Path, ...], seconds: float, redis_requests: int, as_json: bool) -> None:
+    """Live sensor cost: loops off / no-op BPF / agent, redis-benchmark, zero-drop rate, alert latency."""
+    from lanner.bench.sensor import run
+
+    run(rules_files, seconds, redis_requests, as_json)

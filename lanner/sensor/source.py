@@ -1,0 +1,104 @@
+"""Live events: the kernel sensor's records through the state tracker, as Event objects.
+
+`LiveSource` is the live counterpart of `lanner.eventfile.read_events`: both hand the engine the
+same Event objects. It owns the loaded kernel program and the state tables; it neither
+evaluates rules nor raises alerts (the agent does, from `counters()`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from lanner.events import Event
+from lanner.sensor import syscalls
+from lanner.sensor.loader import Counters, KernelSensor
+from lanner.sensor.records import Clock, RecordError, decode
+from lanner.state import StateTracker
+
+
+@dataclass(slots=True)
+class SourceCounters:
+    """Kernel counters plus what user space lost: nothing may disappear without being counted."""
+
+    sent: int = 0
+    dropped: int = 0
+    """Records the kernel could not put in the ring buffer (it was full)."""
+    truncated: int = 0
+    """Paths longer than the kernel walk allows (reported cut)."""
+    undecodable: int = 0
+    """Records user space could not decode (counted as lost)."""
+    received: int = 0
+    events: int = 0
+
+    @property
+    def lost(self) -> int:
+        return self.dropped + self.undecodable
+
+
+class LiveSource:
+    """Attach the sensor for `event_types` (None: every supported event) and yield live Events."""
+
+    def __init__(self, event_types: Iterable[str] | None = None, *, ring_bytes: int = 16 << 20,
+                 wakeup_bytes: int = 64 << 10, exclude_tgid: int | None = None,
+                 cgroup_container: Callable[[int, int], str] | None = None) -> None:
+        self.syscalls = syscalls.select(None if event_types is None else set(event_types))
+        self.clock = Clock()
+        self.tracker = StateTracker(self.clock, cgroup_container=cgroup_container)
+        self._pending: list[Event] = []
+        self._undecodable = 0
+        self._received = 0
+        self._events = 0
+        # Attach before seeding from /proc so no process started in between is missed.
+        self.kernel = KernelSensor(self.syscalls, ring_bytes=ring_bytes, wakeup_bytes=wakeup_bytes,
+                                   exclude_tgid=exclude_tgid)
+        try:
+            self.kernel.open_ring(self._on_record)
+            self.tracker.seed()
+        except BaseException:
+            self.kernel.close()
+            raise
+
+    def _on_record(self, raw: bytes) -> None:
+        # Called by libbpf inside poll/consume; must not raise.
+        self._received += 1
+        try:
+            rec = decode(raw)
+        except RecordError:
+            self._undecodable += 1
+            return
+        evt = self.tracker.handle(rec)
+        if evt is not None:
+            self._events += 1
+            evt.num = self._events
+            self._pending.append(evt)
+
+    def poll(self, timeout_ms: int = 10) -> list[Event]:
+        """The events that arrived within timeout_ms (possibly none)."""
+        self.kernel.poll(timeout_ms)
+        out, self._pending = self._pending, []
+        return out
+
+    def events(self, *, duration: float | None = None,
+               stop: Callable[[], bool] | None = None) -> Iterator[Event]:
+        """Events until `duration` seconds have passed or `stop()` returns true."""
+        end = None if duration is None else time.monotonic() + duration
+        while not (stop is not None and stop()):
+            if end is not None and time.monotonic() >= end:
+                break
+            yield from self.poll()
+
+    def counters(self) -> SourceCounters:
+        k: Counters = self.kernel.counters()
+        return SourceCounters(sent=k.sent, dropped=k.dropped, truncated=k.truncated,
+                              undecodable=self._undecodable, received=self._received, events=self._events)
+
+    def close(self) -> None:
+        self.kernel.close()
+
+    def __enter__(self) -> LiveSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
