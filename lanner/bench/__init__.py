@@ -23,8 +23,9 @@ Falco's stable rules, weighted like a busy web node (mostly file opens)."""
 
 
 def _default_rules() -> Path | None:
-    here = Path(__file__).resolve().parent.parent
-    for cand in (here.parent / "shared/falco/rules/falco_rules.yaml", Path("/etc/lanner/falco_rules.yaml")):
+    checkout = Path(__file__).resolve().parents[2]
+    shared = Path(os.environ.get("LANNER_SHARED", checkout.parent / "shared"))
+    for cand in (shared / "falco/rules/falco_rules.yaml", Path("/etc/lanner/falco_rules.yaml")):
         if cand.exists():
             return cand
     return None

@@ -101,10 +101,13 @@ static __always_inline void count(__u32 idx)
         __sync_fetch_and_add(v, 1);
 }
 
-static __always_inline __u64 wake_flags(void)
+/* Wake the reader only when this record makes the pending data cross wakeup_bytes. A reader that
+ * lags stays above the threshold; waking it on every record would cost as much as plain
+ * per-record wake-ups (the reader polls with a short timeout for what stays below it). */
+static __always_inline __u64 wake_flags(__u32 len)
 {
-    return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-                                                                         : BPF_RB_NO_WAKEUP;
+    __u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+    return avail < wakeup_bytes && avail + len >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline __u32 encode_dev(__u32 kdev)
@@ -114,10 +117,18 @@ static __always_inline __u32 encode_dev(__u32 kdev)
     return (minor & 0xff) | (major << 8) | ((minor & ~0xffU) << 12);
 }
 
+/* BTF pointers (tp_btf arguments, bpf_get_current_task_btf(), core_cast) are read with plain
+ * loads, which the verifier turns into fault-safe direct reads; that is several times cheaper
+ * than a bpf_probe_read_kernel() call per field, and this runs for every captured syscall. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define core_cast(ptr, type) ((type *)bpf_rdonly_cast((void *)(ptr), bpf_core_type_id_kernel(type)))
+
 static __always_inline __u32 task_vnr(struct pid *pid)
 {
-    unsigned int level = BPF_CORE_READ(pid, level);
-    return BPF_CORE_READ(pid, numbers[level].nr);
+    unsigned int level = pid->level;
+    if (level == 0)
+        return pid->numbers[0].nr;
+    return BPF_CORE_READ(pid, numbers[level].nr);  /* variable index: one probe read */
 }
 
 static __always_inline void fill_header(struct rec_hdr *h, struct task_struct *task, __u32 kind)
@@ -128,12 +139,13 @@ static __always_inline void fill_header(struct rec_hdr *h, struct task_struct *t
     h->kind = kind;
     h->tid = (__u32)id;
     h->pid = id >> 32;
-    h->ppid = BPF_CORE_READ(task, real_parent, tgid);
-    h->vtid = task_vnr(BPF_CORE_READ(task, thread_pid));
-    h->vpid = task_vnr(BPF_CORE_READ(task, group_leader, thread_pid));
-    h->uid = BPF_CORE_READ(task, cred, euid.val);
-    h->gid = BPF_CORE_READ(task, cred, egid.val);
-    h->loginuid = BPF_CORE_READ(task, loginuid.val);
+    h->ppid = task->real_parent->tgid;
+    h->vtid = task_vnr(task->thread_pid);
+    h->vpid = task_vnr(task->group_leader->thread_pid);
+    const struct cred *cred = task->cred;
+    h->uid = cred->euid.val;
+    h->gid = cred->egid.val;
+    h->loginuid = task->loginuid.val;
     h->nblobs = 0;
     bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
@@ -302,43 +314,44 @@ static __always_inline struct file *fd_file(struct task_struct *task, long fd)
     return f;
 }
 
-__noinline __u32 put_fd(__u32 off, long fd, int with_path)
+static __always_inline __u32 put_fd(struct scratch *s, __u32 off, struct task_struct *task, long fd,
+                                    int with_path)
 {
-    struct scratch *s = scratch_get();
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-    struct file *f = fd_file(task, fd);
-    if (!s || !f || off > REC_LIMIT)
+    struct file *fp = fd_file(task, fd);
+    if (!fp || off > REC_LIMIT)
         return off;
+    struct file *f = core_cast(fp, struct file);
     struct fd_desc *d = (struct fd_desc *)rec_at(s, off + sizeof(struct blob));
     __builtin_memset(d, 0, sizeof(*d));
-    struct inode *inode = BPF_CORE_READ(f, f_inode);
+    struct inode *inode = f->f_inode;
+    struct super_block *sb = inode->i_sb;
     d->fd = fd;
-    d->mode = BPF_CORE_READ(inode, i_mode);
-    d->dev = encode_dev(BPF_CORE_READ(inode, i_sb, s_dev));
-    d->magic = BPF_CORE_READ(inode, i_sb, s_magic);
-    d->ino = BPF_CORE_READ(inode, i_ino);
-    d->flags = BPF_CORE_READ(f, f_flags);
+    d->mode = inode->i_mode;
+    d->dev = encode_dev(sb->s_dev);
+    d->magic = sb->s_magic;
+    d->ino = inode->i_ino;
+    d->flags = f->f_flags;
     if ((d->mode & S_IFMT) == S_IFSOCK) {
-        struct socket *sock = BPF_CORE_READ(f, private_data);
-        struct sock *sk = BPF_CORE_READ(sock, sk);
+        struct socket *sock = core_cast(f->private_data, struct socket);
+        struct sock *sk = sock->sk;
         d->sk = (__u64)sk;
-        d->sotype = BPF_CORE_READ(sk, sk_type);
-        d->proto = BPF_CORE_READ(sk, sk_protocol);
-        d->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-        d->sk_state = BPF_CORE_READ(sk, __sk_common.skc_state);
-        d->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-        d->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+        d->sotype = sk->sk_type;
+        d->proto = sk->sk_protocol;
+        d->family = sk->__sk_common.skc_family;
+        d->sk_state = sk->__sk_common.skc_state;
+        d->lport = sk->__sk_common.skc_num;
+        d->rport = bpf_ntohs(sk->__sk_common.skc_dport);
         if (d->family == 2) {
-            __u32 a = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+            __u32 a = sk->__sk_common.skc_rcv_saddr;
             __builtin_memcpy(d->laddr, &a, 4);
-            a = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+            a = sk->__sk_common.skc_daddr;
             __builtin_memcpy(d->raddr, &a, 4);
         } else if (d->family == 10) {
             BPF_CORE_READ_INTO(&d->laddr, sk, __sk_common.skc_v6_rcv_saddr);
             BPF_CORE_READ_INTO(&d->raddr, sk, __sk_common.skc_v6_daddr);
         } else if (d->family == 1) {
-            struct unix_sock *us = (struct unix_sock *)sk;
-            d->peer = (__u64)BPF_CORE_READ(us, peer);
+            struct unix_sock *us = core_cast(sk, struct unix_sock);
+            d->peer = (__u64)us->peer;
         }
     }
     off = blob_begin(s, off, B_FD, sizeof(struct fd_desc));
@@ -360,17 +373,6 @@ static __always_inline __u32 put_base(__u32 off, __u16 tag, struct task_struct *
     return put_path(off, tag, (__u64)BPF_CORE_READ(f, f_path.dentry), (__u64)BPF_CORE_READ(f, f_path.mnt));
 }
 
-static __always_inline __u64 arg_of(struct pt_regs *regs, int i)
-{
-    switch (i) {
-    case 0: return BPF_CORE_READ(regs, di);
-    case 1: return BPF_CORE_READ(regs, si);
-    case 2: return BPF_CORE_READ(regs, dx);
-    case 3: return BPF_CORE_READ(regs, r10);
-    case 4: return BPF_CORE_READ(regs, r8);
-    default: return BPF_CORE_READ(regs, r9);
-    }
-}
 
 /* A path argument, and its base when it is relative. */
 __noinline __u32 put_path_arg(__u32 off, __u64 uptr, long dirfd, __u16 tag, __u16 base_tag)
@@ -443,7 +445,7 @@ __noinline __u32 put_exec(__u32 off, __u32 tid)
         x->tty = encode_dev((major << 20) | minor);
     }
     x->sid = BPF_CORE_READ(task, signal, pids[PIDTYPE_SID], numbers[0].nr);
-    x->vpgid = task_vnr(BPF_CORE_READ(task, signal, pids[PIDTYPE_PGID]));
+    x->vpgid = task_vnr(core_cast(BPF_CORE_READ(task, signal, pids[PIDTYPE_PGID]), struct pid));
     struct inode *inode = BPF_CORE_READ(exe, f_inode);
     x->exe_mode = BPF_CORE_READ(inode, i_mode);
     x->exe_uid = BPF_CORE_READ(inode, i_uid.val);
@@ -472,7 +474,7 @@ static __always_inline void send(struct scratch *s, __u32 off)
         len = REC_AREA - 1;
     BOUND(len, 32767);  /* REC_AREA - 1 */
     h->len = len;
-    if (bpf_ringbuf_output(&events, s->rec, len, wake_flags()))
+    if (bpf_ringbuf_output(&events, s->rec, len, wake_flags(len)))
         count(1);
     else
         count(0);
@@ -484,7 +486,7 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
     __u64 id = bpf_get_current_pid_tgid();
     if ((id >> 32) == agent_tgid)
         return 0;
-    __u32 nr = (__u32)BPF_CORE_READ(regs, orig_ax);
+    __u32 nr = (__u32)regs->orig_ax;
     if (nr >= MAX_SYSCALLS)
         return 0;
     const struct sc_spec *sp = bpf_map_lookup_elem(&specs, &nr);
@@ -493,13 +495,18 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
     struct scratch *s = scratch_get();
     if (!s)
         return 0;
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    struct task_struct *task = bpf_get_current_task_btf();
     struct rec_hdr *h = (struct rec_hdr *)s->rec;
     fill_header(h, task, REC_SYSCALL);
     h->nr = nr;
     h->ret = ret;
-    for (int i = 0; i < 6; i++)
-        h->args[i] = arg_of(regs, i);
+    /* the syscall's arguments are still in the registers saved at entry */
+    h->args[0] = regs->di;
+    h->args[1] = regs->si;
+    h->args[2] = regs->dx;
+    h->args[3] = regs->r10;
+    h->args[4] = regs->r8;
+    h->args[5] = regs->r9;
     __u32 off = sizeof(struct rec_hdr);
     __u16 flags = sp->flags;
 
@@ -530,10 +537,13 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
         off = put_user_str(s, off, B_STR1, (const void *)h->args[(spec.str_arg[1] - 1) & 7]);
     if (flags & (S_SOCKADDR | S_MSGHDR))
         off = put_sockaddr(s, off, h, &spec);
+    long fd = -1;
     if ((flags & S_FD_RET) && ret >= 0)
-        off = put_fd(off, ret, flags & S_FD_PATH);
+        fd = ret;
     else if ((flags & S_FD_ARG) && spec.fd_arg && spec.fd_arg <= 6)
-        off = put_fd(off, (long)(int)h->args[(spec.fd_arg - 1) & 7], flags & S_FD_PATH);
+        fd = (long)(int)h->args[(spec.fd_arg - 1) & 7];
+    if (fd >= 0)
+        off = put_fd(s, off, task, fd, flags & S_FD_PATH);
     if ((flags & S_CWD) && ret == 0)
         off = put_path(off, B_CWD, (__u64)BPF_CORE_READ(task, fs, pwd.dentry), (__u64)BPF_CORE_READ(task, fs, pwd.mnt));
     send(s, off);
@@ -580,13 +590,13 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
     if (!s)
         return 0;
     struct rec_hdr *h = (struct rec_hdr *)s->rec;
-    fill_header(h, (struct task_struct *)bpf_get_current_task(), REC_FORK);
+    fill_header(h, bpf_get_current_task_btf(), REC_FORK);
     h->nr = -1;
     h->ret = child_tgid;
     __builtin_memset(h->args, 0, sizeof(h->args));
-    h->args[0] = BPF_CORE_READ(child, start_time);
-    h->args[1] = task_vnr(BPF_CORE_READ(child, thread_pid));
-    h->args[2] = BPF_CORE_READ(child, real_parent, tgid);
+    h->args[0] = child->start_time;
+    h->args[1] = task_vnr(child->thread_pid);
+    h->args[2] = child->real_parent->tgid;
     send(s, sizeof(struct rec_hdr));
     return 0;
 }
@@ -605,7 +615,7 @@ int BPF_PROG(on_exit, struct task_struct *p, bool group_dead)
     struct rec_hdr *h = (struct rec_hdr *)s->rec;
     fill_header(h, p, REC_EXIT);
     h->nr = -1;
-    h->ret = BPF_CORE_READ(p, exit_code);
+    h->ret = p->exit_code;
     __builtin_memset(h->args, 0, sizeof(h->args));
     send(s, sizeof(struct rec_hdr));
     return 0;
