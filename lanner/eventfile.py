@@ -18,7 +18,8 @@ _PROCESS_KEYS = frozenset(f.name for f in dataclasses.fields(Process)) - {"paren
 _FD_KEYS = frozenset(f.name for f in dataclasses.fields(FdInfo))
 _CONTAINER_KEYS = frozenset(f.name for f in dataclasses.fields(Container)) - {"mounts"}
 _MOUNT_KEYS = frozenset(f.name for f in dataclasses.fields(Mount))
-_EVENT_KEYS = frozenset({"type", "ts", "tid", "res", "args", "proc", "fd", "container", "num", "data"})
+_EVENT_KEYS = frozenset({"type", "ts", "tid", "res", "args", "proc", "fd", "container", "num", "data", "dirs",
+                         "target"})
 _MAX_ANCESTORS = 64
 
 
@@ -143,7 +144,24 @@ def event_from_json(obj: Any) -> Event:
         container=_container_from_json(d["container"]) if d.get("container") is not None else None,
         num=d.get("num", 0),
         data=data.encode("latin-1") if isinstance(data, str) else None,
+        dirs=_dirs_from_json(d["dirs"]) if d.get("dirs") is not None else None,
+        target=process_from_json(d["target"]) if d.get("target") is not None else None,
     )
+
+
+def _dirs_from_json(obj: Any) -> dict[int, str]:
+    if not isinstance(obj, dict):
+        raise ValueError("event.dirs must be an object mapping fd numbers to names")
+    out: dict[int, str] = {}
+    for k, v in obj.items():
+        try:
+            num = int(k)
+        except ValueError:
+            raise ValueError(f"event.dirs key {k!r} is not an fd number") from None
+        if not isinstance(v, str):
+            raise ValueError(f"event.dirs[{k}] must be a string")
+        out[num] = v
+    return out
 
 
 def event_to_json(evt: Event) -> dict[str, Any]:
@@ -163,6 +181,10 @@ def event_to_json(evt: Event) -> dict[str, Any]:
         out["num"] = evt.num
     if evt.data is not None:
         out["data"] = evt.data.decode("latin-1")
+    if evt.dirs:
+        out["dirs"] = {str(k): v for k, v in evt.dirs.items()}
+    if evt.target is not None:
+        out["target"] = process_to_json(evt.target)
     return out
 
 

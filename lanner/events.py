@@ -140,6 +140,11 @@ class Event:
     """Sequence number, from 1."""
     data: bytes | None = None
     """The data buffer of sendto/sendmsg/init_module... when captured."""
+    dirs: dict[int, str] | None = None
+    """Names of the directory fds the parameters refer to (dirfd, olddirfd...) other than `fd`, as
+    the fd table knew them: what Falco's thread table resolves `<UNKNOWN>` bases with."""
+    target: Process | None = None
+    """The process a PID parameter names (ptrace, kill), when it is known."""
 
 
 # Parameter names and kinds of each exit event, in Falco's order (libs driver/event_table.c).

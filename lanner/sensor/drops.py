@@ -35,9 +35,11 @@ class DropMonitor:
         self._reported_lost = lost
         self._last_report = now
         fields = {"lanner.drops.new": new, "lanner.drops.kernel": counters.dropped,
-                  "lanner.drops.undecodable": counters.undecodable, "lanner.events.sent": counters.sent}
+                  "lanner.drops.undecodable": counters.undecodable, "lanner.drops.failed": counters.failed,
+                  "lanner.events.sent": counters.sent}
         message = (f"{DROP_RULE}: {new} events lost since the last report (totals: kernel ring buffer full "
-                   f"{counters.dropped}, undecodable {counters.undecodable}, sent {counters.sent})")
+                   f"{counters.dropped}, undecodable {counters.undecodable}, state failures {counters.failed}, "
+                   f"sent {counters.sent})")
         return Alert(rule=DROP_RULE, priority="Critical", message=message, output_fields=fields,
                      time_ns=time.time_ns(), tags=("lanner", "internal"), source="internal",
                      hostname=hostname())

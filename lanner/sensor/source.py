@@ -29,12 +29,14 @@ class SourceCounters:
     """Paths longer than the kernel walk allows (reported cut)."""
     undecodable: int = 0
     """Records user space could not decode (counted as lost)."""
+    failed: int = 0
+    """Records the state layer failed on (counted as lost)."""
     received: int = 0
     events: int = 0
 
     @property
     def lost(self) -> int:
-        return self.dropped + self.undecodable
+        return self.dropped + self.undecodable + self.failed
 
 
 class LiveSource:
@@ -48,6 +50,8 @@ class LiveSource:
         self.tracker = StateTracker(self.clock, cgroup_container=cgroup_container)
         self._pending: list[Event] = []
         self._undecodable = 0
+        self._failed = 0
+        self.first_failure: str | None = None
         self._received = 0
         self._events = 0
         # Attach before seeding from /proc so no process started in between is missed.
@@ -68,7 +72,13 @@ class LiveSource:
         except RecordError:
             self._undecodable += 1
             return
-        evt = self.tracker.handle(rec)
+        try:
+            evt = self.tracker.handle(rec)
+        except Exception as exc:  # a state bug must not stop the ring buffer: count it as a loss
+            self._failed += 1
+            if self.first_failure is None:
+                self.first_failure = f"{type(exc).__name__}: {exc} (record {rec.kind.name} nr {rec.nr})"
+            return
         if evt is not None:
             self._events += 1
             evt.num = self._events
@@ -92,7 +102,8 @@ class LiveSource:
     def counters(self) -> SourceCounters:
         k: Counters = self.kernel.counters()
         return SourceCounters(sent=k.sent, dropped=k.dropped, truncated=k.truncated,
-                              undecodable=self._undecodable, received=self._received, events=self._events)
+                              undecodable=self._undecodable, failed=self._failed, received=self._received,
+                              events=self._events)
 
     def close(self) -> None:
         self.kernel.close()

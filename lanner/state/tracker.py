@@ -187,13 +187,32 @@ class StateTracker:
                 self.unknown_syscalls += 1
                 return None
             sc, fn = entry
-            return fn(rec, sc, self._current(rec))
+            evt = fn(rec, sc, self._current(rec))
+            if sc.paths and (BASE0 in rec.blobs or BASE1 in rec.blobs):
+                self._add_dirs(evt, rec, sc)
+            return evt
         if kind == Kind.FORK:
             self._on_fork(rec)
             return None
         if kind == Kind.EXIT:
             return self._on_exit(rec)
         return None
+
+    @staticmethod
+    def _add_dirs(evt: Event | None, rec: Record, sc: Syscall) -> None:
+        """The kernel walked the dirfd of a relative path: keep its name for evt.arg rendering."""
+        if evt is None:
+            return
+        for (_, dirfd_arg), tag in zip(sc.paths, (BASE0, BASE1), strict=False):
+            if dirfd_arg is None:
+                continue
+            dirfd = _s32(rec.args[dirfd_arg])
+            base = rec.blobs.get(tag)
+            if dirfd == AT_FDCWD or base is None:
+                continue
+            if evt.dirs is None:
+                evt.dirs = {}
+            evt.dirs[dirfd] = base.decode("utf-8", "surrogateescape")
 
     def process(self, pid: int) -> Process | None:
         """The current context of a process, if known."""
@@ -878,10 +897,14 @@ class StateTracker:
     def _on_ptrace(self, rec: Record, sc: Syscall, p: Process) -> Event:
         a = rec.args
         args = {"res": rec.ret, "request": a[0] & U32, "pid": _s32(a[1]), "addr": a[2], "data": a[3]}
-        return self._event("ptrace", rec, args, p)
+        evt = self._event("ptrace", rec, args, p)
+        evt.target = self.procs.get(args["pid"])
+        return evt
 
     def _on_kill(self, rec: Record, sc: Syscall, p: Process) -> Event:
-        return self._event("kill", rec, {"res": rec.ret, "pid": _s32(rec.args[0]), "sig": rec.args[1] & U32}, p)
+        evt = self._event("kill", rec, {"res": rec.ret, "pid": _s32(rec.args[0]), "sig": rec.args[1] & U32}, p)
+        evt.target = self.procs.get(evt.args["pid"])
+        return evt
 
     def _on_capset(self, rec: Record, sc: Syscall, p: Process) -> Event:
         # The record does not carry the new sets: report the ones known.

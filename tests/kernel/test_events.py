@@ -128,6 +128,7 @@ def test_open_family(live: Live, workdir: Path) -> None:
     assert x(at, "fd.nameraw") == "sub/../at-open.txt"
     assert x(at, "evt.is_open_read") is True and x(at, "evt.is_open_write") is True
     assert at.args.get("dirfd") == out["dirfd"]
+    assert t(at, "evt.arg.dirfd") == f"<d>{workdir}" and t(at, "evt.arg.name") == f"{workdir}/at-open.txt"
 
     o2 = one(events, "openat2")
     assert x(o2, "fd.num") == fd3 and x(o2, "fd.name") == "/etc/hostname"
@@ -160,7 +161,9 @@ def test_file_operations(live: Live, workdir: Path) -> None:
     assert t(fat, "evt.arg.filename") == f"{w}/c"
     rn = one(events, "rename")
     assert t(rn, "evt.arg.oldpath") == f"{w}/a" and t(rn, "evt.arg.newpath") == f"{w}/a2"
-    one(events, "renameat", arg("oldpath", "b"))
+    ra = one(events, "renameat", arg("oldpath", "b"))
+    assert t(ra, "evt.arg.oldpath") == f"{w}/b"              # relative to a dirfd, resolved
+    assert t(ra, "evt.arg.olddirfd") == f"<d>{w}" and t(ra, "evt.arg.newdirfd") == "AT_FDCWD"
     one(events, "renameat2", arg("newpath", "c2"))
     lk = one(events, "link")
     assert t(lk, "evt.arg.newpath") == f"{w}/hard1"

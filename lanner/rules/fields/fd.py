@@ -53,6 +53,8 @@ def event_name(ev: Event) -> Any:
         if dirfd == AT_FDCWD:
             p = ev.proc
             base = p.cwd if p is not None else "/"
+        elif ev.dirs is not None and dirfd in ev.dirs:
+            base = ev.dirs[dirfd]
         else:
             base = "<UNKNOWN>"
         return concatenate_paths(base, name)

@@ -101,6 +101,9 @@ def _r_fd(ev: Event, v: Any) -> Rendered:
     fdi = ev.fd
     if fdi is not None and fdi.num == n:
         return str(n), fd_tag(fdi.type, fdi.l4proto) + fdi.name
+    dirs = ev.dirs
+    if dirs is not None and n in dirs:
+        return str(n), "<d>" + dirs[n]
     return str(n), None
 
 
@@ -115,6 +118,9 @@ def _r_pid(ev: Event, v: Any) -> Rendered:
     n = _as_int(v)
     if n is None:
         return _text(v), None
+    target = ev.target
+    if target is not None and target.pid == n:
+        return str(n), target.name
     p = ev.proc
     hops = 0
     while p is not None and hops < 64:
@@ -147,6 +153,8 @@ def _r_relpath(dirparam: str) -> ParamRenderer:
             base = p.cwd if p is not None else "/"
         elif fdi is not None and fdi.num == dirfd:
             base = fdi.name
+        elif ev.dirs is not None and dirfd in ev.dirs:
+            base = ev.dirs[dirfd]
         else:
             base = "<UNKNOWN>"
         return v, concatenate_paths(base, v)
