@@ -101,6 +101,8 @@ def capture_command(out_path: str, duration: float | None, condition: str | None
     drops = DropMonitor()
     written = 0
     dumps = json.dumps
+    what = "every supported event type" if types is None else f"{len(source.syscalls)} syscalls"
+    click.echo(f"lanner capture: capturing {what} to {out_path}", err=True)
     end = None if duration is None else time.monotonic() + duration
     try:
         with source:
