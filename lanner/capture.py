@@ -60,6 +60,7 @@ def capture_command(out_path: str, duration: float | None, condition: str | None
     from lanner.eventfile import event_to_json
     from lanner.sensor.drops import DropMonitor
     from lanner.sensor.loader import SensorError
+    from lanner.sensor.prefilter import open_filters
     from lanner.sensor.source import LiveSource
 
     ring_bytes = ring_mb << 20
@@ -81,10 +82,12 @@ def capture_command(out_path: str, duration: float | None, condition: str | None
             _fail(rs, "rules")
         engines.append(Engine(rs))
     types = event_types(engines) if engines else None
+    # Opens no rule (or filter) can match are dropped in the kernel; a plain capture keeps them all.
+    prefilter = open_filters(r.condition for e in engines for r in e.rules) if engines else None
 
     try:
         require_sensor()
-        source = LiveSource(types, ring_bytes=ring_bytes)
+        source = LiveSource(types, ring_bytes=ring_bytes, prefilter=prefilter)
     except SensorError as exc:
         click.echo(f"lanner capture: {exc}", err=True)
         sys.exit(2)
@@ -122,7 +125,8 @@ def capture_command(out_path: str, duration: float | None, condition: str | None
             out.close()
         else:
             out.flush()
-    click.echo(f"{written} events written; kernel sent {counters.sent}, lost {counters.lost} "
+    click.echo(f"{written} events written; kernel sent {counters.sent}, filtered {counters.filtered} opens no "
+               f"rule can match, lost {counters.lost} "
                f"(ring buffer full {counters.dropped}, undecodable {counters.undecodable})", err=True)
     final = DropMonitor(interval_s=0).check(counters)
     if final is not None:

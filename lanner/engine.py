@@ -45,6 +45,13 @@ class Engine:
             out |= rule.evttypes
         return out
 
+    def warm(self, event_types: set[str] | frozenset[str]) -> None:
+        """Compile the matchers of these event types now, not on their first event (which would
+        pay the compile in its alert latency)."""
+        for evtype in event_types:
+            if evtype not in self._by_type:
+                self._matcher(evtype)
+
     def _matcher(self, evtype: str) -> tuple[Callable[[Any], Sequence[int]], list[Rule]]:
         rules = [r for r in self.rules if r.evttypes is None or evtype in r.evttypes]
         fn = codegen.build_type_matcher([r.condition for r in rules], evtype, self.tests, self.first)

@@ -30,10 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-r", "--rules", action="append", required=True)
     ap.add_argument("--poll-ms", type=int, default=2)
     ap.add_argument("--ring-mb", type=int, default=16)
+    ap.add_argument("--no-prefilter", action="store_true", help="send every open to user space")
     args = ap.parse_args(argv)
 
     from lanner.engine import Engine
     from lanner.rules import load
+    from lanner.sensor.prefilter import open_filters
     from lanner.sensor.source import LiveSource
 
     rs = load(args.rules)
@@ -52,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     latencies: list[float] = []
     by_rule: Counter[str] = Counter()
     cpu0 = time.process_time()
-    with LiveSource(engine.event_types(), ring_bytes=args.ring_mb << 20) as source:
+    from lanner.events import EVENT_TYPES
+
+    engine.warm(engine.event_types() or EVENT_TYPES)
+    prefilter = None if args.no_prefilter else open_filters(r.condition for r in engine.rules)
+    with LiveSource(engine.event_types(), ring_bytes=args.ring_mb << 20, prefilter=prefilter) as source:
         print("ready", flush=True)
         process = engine.process
         while not stopping:
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     latencies.sort()
     print(json.dumps({
         "events": c.events, "sent": c.sent, "dropped": c.dropped, "undecodable": c.undecodable,
+        "failed": c.failed, "filtered": c.filtered,
         "alerts": len(latencies), "by_rule": dict(by_rule), "cpu_s": round(time.process_time() - cpu0, 3),
         "latency_ms": {"p50": _percentile(latencies, 0.5), "p99": _percentile(latencies, 0.99),
                        "max": latencies[-1] if latencies else None},

@@ -6,6 +6,7 @@
  *   loadgen exec SECONDS [RATE]     fork + execve(/bin/true) + wait
  *   loadgen connect SECONDS         TCP connect()+close() to a loopback listener it forks
  *   loadgen shadow SECONDS [RATE]   open()+close() of /etc/shadow (a sensitive-file read)
+ *   loadgen write SECONDS [RATE]    open(O_WRONLY)+close() of a temporary file
  * Output: "<ops> <seconds>"
  */
 #define _GNU_SOURCE
@@ -31,7 +32,7 @@ static double now(void)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: loadgen open|exec|connect|shadow SECONDS [RATE]\n");
+        fprintf(stderr, "usage: loadgen open|write|exec|connect|shadow SECONDS [RATE]\n");
         return 2;
     }
     const char *mode = argv[1];
@@ -69,6 +70,9 @@ int main(int argc, char **argv)
         for (int i = 0; i < 64; i++) {
             if (!strcmp(mode, "open") || !strcmp(mode, "shadow")) {
                 int fd = open(open_path, O_RDONLY);
+                if (fd >= 0) close(fd);
+            } else if (!strcmp(mode, "write")) {
+                int fd = open(path, O_WRONLY);
                 if (fd >= 0) close(fd);
             } else if (!strcmp(mode, "exec")) {
                 pid_t pid = fork();

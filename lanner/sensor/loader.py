@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lanner.sensor import libbpf
+from lanner.sensor.prefilter import MAX_PATH, OpenNeed
 from lanner.sensor.syscalls import MAX_SYSCALLS, Syscall
 
 _RODATA = struct.Struct("<I4xQ")  # agent_tgid, wakeup_bytes (const volatile globals, C layout)
-_STATS = ("sent", "dropped", "truncated")
+_STATS = ("sent", "dropped", "truncated", "filtered")
+_PATH_KEY = struct.Struct(f"<I{MAX_PATH + 1}s")  # struct path_key
 
 
 class SensorError(RuntimeError):
@@ -44,6 +46,8 @@ class Counters:
     sent: int = 0
     dropped: int = 0
     truncated: int = 0
+    filtered: int = 0
+    """Opens no rule could match, dropped in the kernel on purpose (see prefilter.py)."""
 
 
 class KernelSensor:
@@ -51,10 +55,11 @@ class KernelSensor:
 
     def __init__(self, syscalls: Iterable[Syscall], *, ring_bytes: int = 16 << 20,
                  wakeup_bytes: int = 64 << 10, exclude_tgid: int | None = None,
-                 obj_name: str = "sensor.bpf.o") -> None:
+                 prefilter: dict[str, OpenNeed] | None = None, obj_name: str = "sensor.bpf.o") -> None:
         if ring_bytes < 4096 or ring_bytes & (ring_bytes - 1):
             raise SensorError(f"ring buffer size {ring_bytes} must be a power of two of at least 4096")
         self.syscalls = list(syscalls)
+        self.prefilter = {} if prefilter is None else prefilter
         path = object_path(obj_name)
         try:
             self._obj = libbpf.BpfObject(str(path))
@@ -80,10 +85,20 @@ class KernelSensor:
 
     def _write_specs(self) -> None:
         specs = self._obj.map("specs")
+        paths = self._obj.map("prefilter_paths")
+        written: set[bytes] = set()
         for sc in self.syscalls:
             if not 0 <= sc.nr < MAX_SYSCALLS:
                 continue
-            specs.update(struct.pack("<I", sc.nr), sc.spec())
+            need = self.prefilter.get(sc.event)
+            if need is not None and sc.open_flags is not None:
+                for key in _path_keys(need):
+                    if key not in written:
+                        paths.update(key, b"\x01")
+                        written.add(key)
+                specs.update(struct.pack("<I", sc.nr), sc.spec(prefilter_flags=need.flags_any))
+            else:
+                specs.update(struct.pack("<I", sc.nr), sc.spec())
 
     def open_ring(self, callback: Callable[[bytes], None]) -> None:
         self._ring = libbpf.RingBuffer(self._obj.map("events").fd, callback)
@@ -116,3 +131,15 @@ class KernelSensor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _path_keys(need: OpenNeed) -> list[bytes]:
+    """Trie keys: an exact path with its terminating NUL (so only the whole path matches), a prefix
+    without it."""
+    out = []
+    for path, exact in [(p, True) for p in need.exact] + [(p, False) for p in need.prefixes]:
+        data = path.encode() + (b"\0" if exact else b"")
+        if len(data) > MAX_PATH + 1:
+            raise SensorError(f"prefilter path too long: {path}")
+        out.append(_PATH_KEY.pack(len(data) * 8, data))
+    return out

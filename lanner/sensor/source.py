@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from lanner.events import Event
 from lanner.sensor import syscalls
 from lanner.sensor.loader import Counters, KernelSensor
+from lanner.sensor.prefilter import OpenNeed
 from lanner.sensor.records import Clock, RecordError, decode
 from lanner.state import StateTracker
 
@@ -27,6 +28,8 @@ class SourceCounters:
     """Records the kernel could not put in the ring buffer (it was full)."""
     truncated: int = 0
     """Paths longer than the kernel walk allows (reported cut)."""
+    filtered: int = 0
+    """Opens no rule could match, dropped in the kernel on purpose (not loss)."""
     undecodable: int = 0
     """Records user space could not decode (counted as lost)."""
     failed: int = 0
@@ -44,7 +47,8 @@ class LiveSource:
 
     def __init__(self, event_types: Iterable[str] | None = None, *, ring_bytes: int = 16 << 20,
                  wakeup_bytes: int = 64 << 10, exclude_tgid: int | None = None,
-                 cgroup_container: Callable[[int, int], str] | None = None) -> None:
+                 cgroup_container: Callable[[int, int], str] | None = None,
+                 prefilter: dict[str, OpenNeed] | None = None) -> None:
         self.syscalls = syscalls.select(None if event_types is None else set(event_types))
         self.clock = Clock()
         self.tracker = StateTracker(self.clock, cgroup_container=cgroup_container)
@@ -56,7 +60,7 @@ class LiveSource:
         self._events = 0
         # Attach before seeding from /proc so no process started in between is missed.
         self.kernel = KernelSensor(self.syscalls, ring_bytes=ring_bytes, wakeup_bytes=wakeup_bytes,
-                                   exclude_tgid=exclude_tgid)
+                                   exclude_tgid=exclude_tgid, prefilter=prefilter)
         try:
             self.kernel.open_ring(self._on_record)
             self.tracker.seed()
@@ -101,7 +105,7 @@ class LiveSource:
 
     def counters(self) -> SourceCounters:
         k: Counters = self.kernel.counters()
-        return SourceCounters(sent=k.sent, dropped=k.dropped, truncated=k.truncated,
+        return SourceCounters(sent=k.sent, dropped=k.dropped, truncated=k.truncated, filtered=k.filtered,
                               undecodable=self._undecodable, failed=self._failed, received=self._received,
                               events=self._events)
 

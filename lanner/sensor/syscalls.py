@@ -20,8 +20,10 @@ S_SOCKADDR = 1 << 4
 S_MSGHDR = 1 << 5
 S_EXEC = 1 << 6
 S_CWD = 1 << 7
+S_PREFILTER = 1 << 8
+FLAGS_FROM_OPEN_HOW = 7
 
-SPEC = struct.Struct("<HBB2B2B2B6x")
+SPEC = struct.Struct("<HBB2B2B2BBxI")
 MAX_SYSCALLS = 512
 
 
@@ -48,8 +50,11 @@ class Syscall:
     exec: bool = False
     cwd: bool = False
     """Report the working directory after the call."""
+    open_flags: int | None = None
+    """Argument holding the open flags (FLAGS_FROM_OPEN_HOW: in openat2's struct open_how)."""
 
-    def spec(self) -> bytes:
+    def spec(self, prefilter_flags: int | None = None) -> bytes:
+        """The kernel's sc_spec; `prefilter_flags` (the open flags always sent) turns the prefilter on."""
         flags = S_ENABLED
         if self.fd_ret:
             flags |= S_FD_RET
@@ -63,11 +68,18 @@ class Syscall:
             flags |= S_EXEC
         if self.cwd:
             flags |= S_CWD
+        if prefilter_flags is not None:
+            if self.open_flags is None:
+                raise ValueError(f"{self.name} cannot be prefiltered")
+            flags |= S_PREFILTER
+        flags_arg = 0 if self.open_flags is None else (
+            self.open_flags if self.open_flags == FLAGS_FROM_OPEN_HOW else self.open_flags + 1)
         paths = [(a + 1, 0 if d is None else d + 1) for a, d in self.paths] + [(0, 0)] * (2 - len(self.paths))
         strs = [a + 1 for a in self.strs] + [0] * (2 - len(self.strs))
         return SPEC.pack(flags, 0 if self.fd_arg is None else self.fd_arg + 1,
                          0 if self.addr is None else self.addr + 1,
-                         paths[0][0], paths[1][0], paths[0][1], paths[1][1], strs[0], strs[1])
+                         paths[0][0], paths[1][0], paths[0][1], paths[1][1], strs[0], strs[1],
+                         flags_arg, prefilter_flags or 0)
 
 
 def _sc(name: str, nr: int, event: str | None = None, **kw: object) -> Syscall:
@@ -75,9 +87,9 @@ def _sc(name: str, nr: int, event: str | None = None, **kw: object) -> Syscall:
 
 
 SYSCALLS: tuple[Syscall, ...] = (
-    _sc("open", 2, paths=((0, None),), fd_ret=True),
-    _sc("openat", 257, paths=((1, 0),), fd_ret=True),
-    _sc("openat2", 437, paths=((1, 0),), fd_ret=True, addr=2),
+    _sc("open", 2, paths=((0, None),), fd_ret=True, open_flags=1),
+    _sc("openat", 257, paths=((1, 0),), fd_ret=True, open_flags=2),
+    _sc("openat2", 437, paths=((1, 0),), fd_ret=True, addr=2, open_flags=FLAGS_FROM_OPEN_HOW),
     _sc("creat", 85, paths=((0, None),), fd_ret=True),
     _sc("execve", 59, paths=((0, None),), exec=True),
     _sc("execveat", 322, paths=((1, 0),), exec=True),

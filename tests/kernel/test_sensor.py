@@ -19,6 +19,7 @@ from lanner.eventfile import read_events
 from lanner.events import Event
 from lanner.rules import load
 from lanner.sensor.drops import DROP_RULE, DropMonitor
+from lanner.sensor.prefilter import OpenNeed, kernel_sends
 from lanner.sensor.source import LiveSource
 from tests.conftest import FALCO_RULES, ROOT
 from tests.kernel.conftest import Live
@@ -152,3 +153,30 @@ def test_capture_rejects_bad_input(tmp_path: Path, flag: str) -> None:
                          cwd=ROOT, capture_output=True, text=True)
     assert res.returncode in (1, 2)
     assert "Traceback" not in res.stderr and res.stderr.strip()
+
+
+def test_kernel_prefilter_agrees_with_its_model(tmp_path: Path) -> None:
+    """The kernel drops exactly the opens the model says no rule can match, and counts them."""
+    target = tmp_path / "f"
+    target.write_text("x")
+    need = OpenNeed(exact=frozenset({"/etc/hostname"}), prefixes=frozenset({"/etc/ssl/"}), flags_any=os.O_TRUNC)
+    cases = [("/etc/hostname", os.O_RDONLY), ("/etc/hosts", os.O_RDONLY), ("/etc/hostnamex", os.O_RDONLY),
+             ("/etc/ssl/openssl.cnf", os.O_RDONLY), ("/etc//hosts", os.O_RDONLY), ("/etc/../etc/hosts", os.O_RDONLY),
+             ("/etc/./hosts", os.O_RDONLY), ("hosts", os.O_RDONLY), (str(target), os.O_WRONLY),
+             (str(target), os.O_WRONLY | os.O_TRUNC), ("/etc/ssl", os.O_RDONLY | os.O_DIRECTORY)]
+    code = "import os\nos.chdir('/etc')\n" + "".join(
+        f"try: os.close(os.open({p!r}, {f}))\nexcept OSError: pass\n" for p, f in cases)
+    with LiveSource({"openat"}, prefilter={"openat": need}) as src:
+        subprocess.run(["/usr/bin/python3", "-c", code], check=True)
+        events: list[Event] = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(e.type == "procexit" and e.proc and e.proc.name == "python3"
+                                                      and e.proc.ppid == os.getpid() for e in events):
+            events += src.poll(5)
+        seen = {(e.args.get("name"), e.args.get("flags", 0) & ~os.O_CLOEXEC) for e in events
+                if e.type == "openat" and e.proc is not None and e.proc.name == "python3"}
+        filtered = src.counters().filtered
+    for path, flags in cases:
+        expected = kernel_sends(need, path, flags)
+        assert ((path, flags) in seen) == expected, (path, oct(flags), expected)
+    assert filtered >= sum(not kernel_sends(need, p, f) for p, f in cases)

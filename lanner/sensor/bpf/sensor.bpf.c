@@ -49,7 +49,17 @@ struct {
     __type(value, struct sc_spec);
 } specs SEC(".maps");
 
-/* Per-CPU counters: 0 records sent, 1 records dropped (ring buffer full), 2 records truncated. */
+/* Exact paths and path prefixes of the opens the rules can match (S_PREFILTER). */
+struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __uint(max_entries, 4096);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, struct path_key);
+    __type(value, __u8);
+} prefilter_paths SEC(".maps");
+
+/* Per-CPU counters: 0 records sent, 1 records dropped (ring buffer full), 2 paths truncated,
+ * 3 opens filtered out because no rule can match them (deliberate, not loss). */
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, 4);
@@ -60,6 +70,7 @@ struct {
 struct scratch {
     __u8 rec[REC_AREA];
     __u8 path[PATH_AREA + 256];
+    struct path_key key;
 };
 
 /* One slot per CPU (a per-CPU array value is limited to 32 KiB); user space sizes it. */
@@ -480,6 +491,89 @@ static __always_inline void send(struct scratch *s, __u32 off)
         count(0);
 }
 
+/* --- prefilter -------------------------------------------------------------------------------- */
+
+#define ONES 0x0101010101010101ULL
+#define LOW7 0x7f7f7f7f7f7f7f7fULL
+
+static __always_inline __u64 zero_bytes(__u64 v)
+{
+    /* high bit set in each byte of v that is zero (exact, no false positives) */
+    return ~(((v & LOW7) + LOW7) | v | LOW7);
+}
+
+struct scan {
+    __u32 start;   /* offset of the string in s->rec */
+    __u32 len;
+    __u32 unclean;
+};
+
+/* One 8-byte step: does a '/' sit before a '.', a '/' or the end of the string? Such paths
+ * ('//', '/.', '/..', a trailing '/') are normalised by Falco before comparing, so the kernel
+ * cannot judge them and sends them. */
+static long scan_step(__u64 i, struct scan *sc)
+{
+    struct scratch *s = scratch_get();
+    if (!s)
+        return 1;
+    __u32 at = sc->start + (__u32)i * 8;
+    __u64 w = *(__u64 *)rec_at(s, at);
+    __u64 next = *rec_at(s, at + 8);
+    __u64 after = (w >> 8) | (next << 56);
+    __u64 slash = zero_bytes(w ^ (ONES * '/'));
+    __u64 bad_next = zero_bytes(after ^ (ONES * '.')) | zero_bytes(after ^ (ONES * '/')) | zero_bytes(after);
+    __u32 left = sc->len - (__u32)i * 8;  /* bytes of the string in this word */
+    if (left < 8)
+        slash &= (1ULL << (left * 8)) - 1;
+    if (slash & bad_next) {
+        sc->unclean = 1;
+        return 1;
+    }
+    return left <= 8;
+}
+
+/* 1 when the open at blob offset `start` must be sent: its flags have a wanted bit, its path is
+ * relative or not normalised, or the path is (under) one the rules name. */
+__noinline int prefilter_pass(__u32 start, __u64 open_flags, __u32 flags_any)
+{
+    struct scratch *s = scratch_get();
+    if (!s)
+        return 1;
+    if (open_flags & flags_any)
+        return 1;
+    struct blob *b = (struct blob *)rec_at(s, start);
+    if (b->tag != B_PATH0)
+        return 1;
+    __u32 len = b->len;
+    __u32 str = start + sizeof(struct blob);
+    if (len == 0 || len >= PREFILTER_PATH_MAX || *rec_at(s, str) != '/')
+        return 1;
+    struct scan sc = { .start = str, .len = len };
+    bpf_loop((len + 7) / 8, scan_step, &sc, 0);
+    if (sc.unclean)
+        return 1;
+    __u32 n = len + 1;  /* with the NUL: exact entries match only a whole path */
+    BOUND(n, 255);
+    if (n == 0)
+        return 1;
+    s->key.prefixlen = n * 8;
+    if (bpf_probe_read_kernel(s->key.data, n, rec_at(s, str)))
+        return 1;
+    return bpf_map_lookup_elem(&prefilter_paths, &s->key) != 0;
+}
+
+static __always_inline __u64 open_flags_of(struct rec_hdr *h, __u8 flags_arg)
+{
+    if (flags_arg == FLAGS_FROM_OPEN_HOW) {
+        __u64 f = 0;
+        bpf_probe_read_user(&f, sizeof(f), (const void *)h->args[2]);
+        return f;
+    }
+    if (flags_arg && flags_arg <= 6)
+        return h->args[(flags_arg - 1) & 7];
+    return 0;
+}
+
 SEC("tp_btf/sys_exit")
 int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 {
@@ -523,8 +617,14 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
         bpf_map_delete_elem(&exec_filenames, &tid);
     }
     struct sc_spec spec = *sp;
-    if (spec.path_arg[0] && spec.path_arg[0] <= 6)
+    if (spec.path_arg[0] && spec.path_arg[0] <= 6) {
+        __u32 start = off;
         off = put_path_arg(off, h->args[(spec.path_arg[0] - 1) & 7], dirfd_of(h, spec.dirfd_arg[0]), B_PATH0, B_BASE0);
+        if ((flags & S_PREFILTER) && !prefilter_pass(start, open_flags_of(h, spec.flags_arg), spec.flags_any)) {
+            count(3);
+            return 0;
+        }
+    }
     if (spec.path_arg[1] && spec.path_arg[1] <= 6)
         off = put_path_arg(off, h->args[(spec.path_arg[1] - 1) & 7], dirfd_of(h, spec.dirfd_arg[1]), B_PATH1, B_BASE1);
     s = scratch_get();

@@ -88,7 +88,10 @@ enum spec_flags {
     S_MSGHDR = 1 << 5,      /* args[addr_arg] is a struct msghdr * holding the destination */
     S_EXEC = 1 << 6,        /* execve/execveat */
     S_CWD = 1 << 7,         /* emit the cwd after the call (chdir/fchdir) */
+    S_PREFILTER = 1 << 8,   /* drop opens no rule can match (see prefilter.py) */
 };
+
+#define FLAGS_FROM_OPEN_HOW 7   /* sc_spec.flags_arg: the flags are the first field of struct open_how */
 
 struct sc_spec {
     __u16 flags;
@@ -97,7 +100,16 @@ struct sc_spec {
     __u8 path_arg[2];       /* arg index + 1, 0 = none */
     __u8 dirfd_arg[2];      /* arg index + 1 of the dirfd of each path, 0 = cwd */
     __u8 str_arg[2];        /* arg index + 1, 0 = none */
-    __u8 pad[6];
+    __u8 flags_arg;         /* arg index + 1 of the open flags (S_PREFILTER), or FLAGS_FROM_OPEN_HOW */
+    __u8 pad;
+    __u32 flags_any;        /* S_PREFILTER: send when the open flags have one of these bits */
+};
+
+#define PREFILTER_PATH_MAX 256
+
+struct path_key {           /* prefilter trie key: exact paths end with their NUL, prefixes do not */
+    __u32 prefixlen;        /* in bits */
+    __u8 data[PREFILTER_PATH_MAX];
 };
 
 #define MAX_SYSCALLS 512
