@@ -117,8 +117,13 @@ class Record:
     nr: int
     ret: int
     args: tuple[int, ...]
-    comm: str
+    comm_raw: bytes
+    """The task's comm as the kernel stores it (NUL-padded); `comm` decodes it when needed."""
     blobs: dict[int, bytes] = field(default_factory=dict)
+
+    @property
+    def comm(self) -> str:
+        return self.comm_raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
     def text(self, tag: int) -> str | None:
         raw = self.blobs.get(tag)
@@ -157,21 +162,25 @@ def decode(buf: bytes) -> Record:
     blobs: dict[int, bytes] = {}
     off = HEADER.size
     end = min(length, len(buf))
+    unpack_blob = BLOB.unpack_from
     for _ in range(nblobs):
-        if off + BLOB.size > end:
+        start = off + 8
+        if start > end:
             raise RecordError(f"blob header at {off} past the record end {end}")
-        tag, blen, _pad = BLOB.unpack_from(buf, off)
-        start = off + BLOB.size
-        if start + blen > end:
+        tag, blen, _pad = unpack_blob(buf, off)
+        stop = start + blen
+        if stop > end:
             raise RecordError(f"blob {tag} of {blen} bytes at {start} past the record end {end}")
-        blobs[tag] = buf[start:start + blen]
-        off = (start + blen + 7) & ~7
-    try:
-        k = Kind(kind)
-    except ValueError:
-        raise RecordError(f"unknown record kind {kind}") from None
+        blobs[tag] = buf[start:stop]
+        off = (stop + 7) & ~7
+    k = _KINDS.get(kind)
+    if k is None:
+        raise RecordError(f"unknown record kind {kind}")
     return Record(k, ts, cgid, tid, pid, ppid, vtid, vpid, uid, gid, loginuid, nr, ret,
-                  (a0, a1, a2, a3, a4, a5), comm.split(b"\0", 1)[0].decode("utf-8", "replace"), blobs)
+                  (a0, a1, a2, a3, a4, a5), comm, blobs)
+
+
+_KINDS: dict[int, Kind] = {k.value: k for k in Kind}
 
 
 def _ip(family: int, raw: bytes) -> str:

@@ -116,7 +116,7 @@ class World:
         return Record(kind, self._tick() if ts is None else ts, 0, tid or pid, pid,
                       self.ppid.get(pid, 1) if ppid is None else ppid, tid or pid, pid if vpid is None else vpid,
                       u, u if gid is None else gid, loginuid, nr, ret, a,
-                      comm if comm is not None else self.comm.get(pid, "proc"), bl or {})
+                      (comm if comm is not None else self.comm.get(pid, "proc")).encode().ljust(16, b"\0"), bl or {})
 
     def feed(self, rec: Record) -> Event | None:
         ev = self.tracker.handle(rec)
