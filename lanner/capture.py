@@ -60,7 +60,7 @@ def capture_command(out_path: str, duration: float | None, condition: str | None
     from lanner.eventfile import event_to_json
     from lanner.sensor.drops import DropMonitor
     from lanner.sensor.loader import SensorError
-    from lanner.sensor.prefilter import open_filters
+    from lanner.sensor.prefilter import for_conditions
     from lanner.sensor.source import LiveSource
 
     ring_bytes = ring_mb << 20
@@ -83,7 +83,7 @@ def capture_command(out_path: str, duration: float | None, condition: str | None
         engines.append(Engine(rs))
     types = event_types(engines) if engines else None
     # Opens no rule (or filter) can match are dropped in the kernel; a plain capture keeps them all.
-    prefilter = open_filters(r.condition for e in engines for r in e.rules) if engines else None
+    prefilter = for_conditions(r.condition for e in engines for r in e.rules) if engines else None
 
     try:
         require_sensor()
@@ -125,7 +125,7 @@ def capture_command(out_path: str, duration: float | None, condition: str | None
             out.close()
         else:
             out.flush()
-    click.echo(f"{written} events written; kernel sent {counters.sent}, filtered {counters.filtered} opens no "
+    click.echo(f"{written} events written; kernel sent {counters.sent}, filtered {counters.filtered} events no "
                f"rule can match, lost {counters.lost} "
                f"(ring buffer full {counters.dropped}, undecodable {counters.undecodable})", err=True)
     final = DropMonitor(interval_s=0).check(counters)

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lanner.engine import Engine
     from lanner.rules import load
-    from lanner.sensor.prefilter import open_filters
+    from lanner.sensor.prefilter import for_conditions
     from lanner.sensor.source import LiveSource
 
     rs = load(args.rules)
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from lanner.events import EVENT_TYPES
 
     engine.warm(engine.event_types() or EVENT_TYPES)
-    prefilter = None if args.no_prefilter else open_filters(r.condition for r in engine.rules)
+    prefilter = None if args.no_prefilter else for_conditions(r.condition for r in engine.rules)
     with LiveSource(engine.event_types(), ring_bytes=args.ring_mb << 20, prefilter=prefilter) as source:
         print("ready", flush=True)
         process = engine.process

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lanner.sensor import libbpf
-from lanner.sensor.prefilter import MAX_PATH, OpenNeed
+from lanner.sensor.prefilter import MAX_PATH, OpenNeed, Prefilter
 from lanner.sensor.syscalls import MAX_SYSCALLS, Syscall
 
 _RODATA = struct.Struct("<I4xQ")  # agent_tgid, wakeup_bytes (const volatile globals, C layout)
@@ -55,11 +55,11 @@ class KernelSensor:
 
     def __init__(self, syscalls: Iterable[Syscall], *, ring_bytes: int = 16 << 20,
                  wakeup_bytes: int = 64 << 10, exclude_tgid: int | None = None,
-                 prefilter: dict[str, OpenNeed] | None = None, obj_name: str = "sensor.bpf.o") -> None:
+                 prefilter: Prefilter | None = None, obj_name: str = "sensor.bpf.o") -> None:
         if ring_bytes < 4096 or ring_bytes & (ring_bytes - 1):
             raise SensorError(f"ring buffer size {ring_bytes} must be a power of two of at least 4096")
         self.syscalls = list(syscalls)
-        self.prefilter = {} if prefilter is None else prefilter
+        self.prefilter = Prefilter({}) if prefilter is None else prefilter
         path = object_path(obj_name)
         try:
             self._obj = libbpf.BpfObject(str(path))
@@ -90,7 +90,7 @@ class KernelSensor:
         for sc in self.syscalls:
             if not 0 <= sc.nr < MAX_SYSCALLS:
                 continue
-            need = self.prefilter.get(sc.event)
+            need = self.prefilter.opens.get(sc.event)
             if need is not None and sc.open_flags is not None:
                 for key in _path_keys(need):
                     if key not in written:
@@ -98,12 +98,12 @@ class KernelSensor:
                         written.add(key)
                 specs.update(struct.pack("<I", sc.nr), sc.spec(prefilter_flags=need.flags_any))
             else:
-                specs.update(struct.pack("<I", sc.nr), sc.spec())
+                specs.update(struct.pack("<I", sc.nr), sc.spec(skip_tcp=sc.event in self.prefilter.tcp_sends))
 
     def open_ring(self, callback: Callable[[bytes], None]) -> None:
         self._ring = libbpf.RingBuffer(self._obj.map("events").fd, callback)
 
-    def poll(self, timeout_ms: int = 10) -> int:
+    def poll(self, timeout_ms: int = 2) -> int:
         """Wait up to timeout_ms for a wake-up, then drain what was submitted without one."""
         ring = self._ring
         if ring is None:

@@ -1,5 +1,10 @@
-"""Which file opens can matter to the loaded rules, worked out from their conditions, so the
-kernel can drop the rest before they cost a ring-buffer record and a Python decode.
+"""Which file opens and socket sends can matter to the loaded rules, worked out from their
+conditions, so the kernel can drop the rest before they cost a ring-buffer record and a Python
+decode.
+
+Sends: when every rule that looks at sendto/sendmsg requires a non-TCP socket (Falco's
+`outbound` macro does: `fd.l4proto != tcp`), sends on TCP sockets — most of a server's traffic —
+are dropped in the kernel (`tcp_sends_unneeded`).
 
 For each open-family event type the rules' conditions (macros expanded, evt.type folded) are
 over-approximated by a `OpenNeed`: the event can only match a rule if its path is one of some
@@ -168,6 +173,38 @@ def open_filters(conditions: Iterable[Expr]) -> dict[str, OpenNeed]:
     return out
 
 
+SEND_EVENTS: Final = ("sendto", "sendmsg")
+
+
+def _excludes_tcp(node: Expr | bool) -> bool:
+    """True when `node` cannot hold for an event on a TCP socket (fd.l4proto = tcp)."""
+    if node is True:
+        return False
+    if node is False:
+        return True
+    if isinstance(node, Compare):
+        lhs = node.lhs
+        if not (isinstance(lhs, FieldRef) and lhs.name == "fd.l4proto" and lhs.arg is None) or node.modifier:
+            return False
+        values = _literals(node)
+        if values is None:
+            return False
+        if node.op == "!=":
+            return values == ["tcp"]
+        return node.op in ("=", "==", "in") and "tcp" not in values
+    if isinstance(node, And):
+        return any(_excludes_tcp(i) for i in node.items)
+    if isinstance(node, Or):
+        return all(_excludes_tcp(i) for i in node.items)
+    return False
+
+
+def tcp_sends_unneeded(conditions: Iterable[Expr]) -> frozenset[str]:
+    """The send event types no rule can match on a TCP socket."""
+    conds = list(conditions)
+    return frozenset(t for t in SEND_EVENTS if all(_excludes_tcp(fold(c, t)) for c in conds))
+
+
 def kernel_sends(need: OpenNeed, path: str, flags: int) -> bool:
     """What the kernel program decides for one open (prefilter_pass in sensor.bpf.c), for tests
     and for explaining a decision: True when the event reaches user space."""
@@ -182,3 +219,18 @@ def kernel_sends(need: OpenNeed, path: str, flags: int) -> bool:
     if path in need.exact:
         return True
     return any(path.startswith(p) for p in need.prefixes)
+
+
+@dataclass(frozen=True, slots=True)
+class Prefilter:
+    """Everything the kernel may drop for a set of rules."""
+
+    opens: dict[str, OpenNeed]
+    """Per open event type, the opens to send; a type not in it is sent in full."""
+    tcp_sends: frozenset[str] = frozenset()
+    """Send event types whose calls on TCP sockets are dropped."""
+
+
+def for_conditions(conditions: Iterable[Expr]) -> Prefilter:
+    conds = list(conditions)
+    return Prefilter(open_filters(conds), tcp_sends_unneeded(conds))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from lanner.events import Event
 from lanner.sensor import syscalls
 from lanner.sensor.loader import Counters, KernelSensor
-from lanner.sensor.prefilter import OpenNeed
+from lanner.sensor.prefilter import Prefilter
 from lanner.sensor.records import Clock, RecordError, decode
 from lanner.state import StateTracker
 
@@ -48,7 +48,7 @@ class LiveSource:
     def __init__(self, event_types: Iterable[str] | None = None, *, ring_bytes: int = 16 << 20,
                  wakeup_bytes: int = 64 << 10, exclude_tgid: int | None = None,
                  cgroup_container: Callable[[int, int], str] | None = None,
-                 prefilter: dict[str, OpenNeed] | None = None) -> None:
+                 prefilter: Prefilter | None = None) -> None:
         self.syscalls = syscalls.select(None if event_types is None else set(event_types))
         self.clock = Clock()
         self.tracker = StateTracker(self.clock, cgroup_container=cgroup_container)
@@ -88,7 +88,7 @@ class LiveSource:
             evt.num = self._events
             self._pending.append(evt)
 
-    def poll(self, timeout_ms: int = 10) -> list[Event]:
+    def poll(self, timeout_ms: int = 2) -> list[Event]:
         """The events that arrived within timeout_ms (possibly none)."""
         self.kernel.poll(timeout_ms)
         out, self._pending = self._pending, []

@@ -21,6 +21,7 @@ S_MSGHDR = 1 << 5
 S_EXEC = 1 << 6
 S_CWD = 1 << 7
 S_PREFILTER = 1 << 8
+S_SKIP_TCP = 1 << 9
 FLAGS_FROM_OPEN_HOW = 7
 
 SPEC = struct.Struct("<HBB2B2B2BBxI")
@@ -53,9 +54,12 @@ class Syscall:
     open_flags: int | None = None
     """Argument holding the open flags (FLAGS_FROM_OPEN_HOW: in openat2's struct open_how)."""
 
-    def spec(self, prefilter_flags: int | None = None) -> bytes:
-        """The kernel's sc_spec; `prefilter_flags` (the open flags always sent) turns the prefilter on."""
+    def spec(self, prefilter_flags: int | None = None, skip_tcp: bool = False) -> bytes:
+        """The kernel's sc_spec; `prefilter_flags` (the open flags always sent) turns the open
+        prefilter on, `skip_tcp` drops calls on TCP sockets."""
         flags = S_ENABLED
+        if skip_tcp:
+            flags |= S_SKIP_TCP
         if self.fd_ret:
             flags |= S_FD_RET
         if self.fd_arg is not None:

@@ -19,7 +19,7 @@ from lanner.eventfile import read_events
 from lanner.events import Event
 from lanner.rules import load
 from lanner.sensor.drops import DROP_RULE, DropMonitor
-from lanner.sensor.prefilter import OpenNeed, kernel_sends
+from lanner.sensor.prefilter import OpenNeed, Prefilter, kernel_sends
 from lanner.sensor.source import LiveSource
 from tests.conftest import FALCO_RULES, ROOT
 from tests.kernel.conftest import Live
@@ -166,7 +166,7 @@ def test_kernel_prefilter_agrees_with_its_model(tmp_path: Path) -> None:
              (str(target), os.O_WRONLY | os.O_TRUNC), ("/etc/ssl", os.O_RDONLY | os.O_DIRECTORY)]
     code = "import os\nos.chdir('/etc')\n" + "".join(
         f"try: os.close(os.open({p!r}, {f}))\nexcept OSError: pass\n" for p, f in cases)
-    with LiveSource({"openat"}, prefilter={"openat": need}) as src:
+    with LiveSource({"openat"}, prefilter=Prefilter({"openat": need})) as src:
         subprocess.run(["/usr/bin/python3", "-c", code], check=True)
         events: list[Event] = []
         deadline = time.monotonic() + 5
@@ -180,3 +180,19 @@ def test_kernel_prefilter_agrees_with_its_model(tmp_path: Path) -> None:
         expected = kernel_sends(need, path, flags)
         assert ((path, flags) in seen) == expected, (path, oct(flags), expected)
     assert filtered >= sum(not kernel_sends(need, p, f) for p, f in cases)
+
+
+def test_tcp_sends_dropped_in_the_kernel_when_no_rule_needs_them() -> None:
+    code = ("import socket\nsrv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(1)\n"
+            "c = socket.create_connection(srv.getsockname()); c.send(b'tcp-payload')\n"
+            "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b'x', ('127.0.0.1', 9))\n")
+    with LiveSource({"sendto"}, prefilter=Prefilter({}, frozenset({"sendto"}))) as src:
+        subprocess.run(["/usr/bin/python3", "-c", code], check=True)
+        events: list[Event] = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(e.type == "procexit" and e.proc and e.proc.name == "python3"
+                                                      and e.proc.ppid == os.getpid() for e in events):
+            events += src.poll(5)
+        sends = [e for e in events if e.type == "sendto" and e.proc is not None and e.proc.ppid == os.getpid()]
+        assert [e.fd.l4proto if e.fd else None for e in sends] == ["udp"]
+        assert src.counters().filtered >= 1

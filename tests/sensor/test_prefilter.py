@@ -7,7 +7,15 @@ import os
 from lanner.engine import Engine
 from lanner.events import Event, FdInfo, Process
 from lanner.rules import load, parse_condition
-from lanner.sensor.prefilter import NEVER, OpenNeed, kernel_sends, need, open_filters
+from lanner.sensor.prefilter import (
+    NEVER,
+    OpenNeed,
+    for_conditions,
+    kernel_sends,
+    need,
+    open_filters,
+    tcp_sends_unneeded,
+)
 from lanner.state.paths import concatenate, normalize
 from tests.conftest import FALCO_RULES
 
@@ -106,3 +114,15 @@ def test_no_event_a_rule_matches_is_filtered() -> None:
                             matched += 1
                             assert sends, (path, oct(flags), [r.name for r in engine.match(evt)])
     assert matched > 20 and filtered > 10_000  # the check had cases on both sides
+
+
+def test_tcp_sends_are_unneeded_when_every_send_rule_excludes_tcp() -> None:
+    engine = Engine(load([STABLE]))
+    pf = for_conditions(r.condition for r in engine.rules)
+    assert pf.tcp_sends == frozenset({"sendto", "sendmsg"})  # Falco's `outbound`: fd.l4proto != tcp
+    c = [parse_condition("evt.type = sendto and fd.l4proto != tcp"),
+         parse_condition("evt.type = sendmsg and (fd.l4proto = udp or fd.l4proto in (icmp, raw))")]
+    assert tcp_sends_unneeded(c) == frozenset({"sendto", "sendmsg"})
+    for cond in ("evt.type = sendto and fd.sport = 53", "evt.type = sendto and not fd.l4proto = tcp",
+                 "evt.type in (sendto, sendmsg) and (fd.l4proto != tcp or proc.name = x)"):
+        assert tcp_sends_unneeded([parse_condition(cond)]) != frozenset({"sendto", "sendmsg"}), cond

@@ -642,8 +642,17 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
         fd = ret;
     else if ((flags & S_FD_ARG) && spec.fd_arg && spec.fd_arg <= 6)
         fd = (long)(int)h->args[(spec.fd_arg - 1) & 7];
-    if (fd >= 0)
+    if (fd >= 0) {
+        __u32 fd_at = off;
         off = put_fd(s, off, task, fd, flags & S_FD_PATH);
+        if ((flags & S_SKIP_TCP) && off != fd_at) {
+            struct fd_desc *d = (struct fd_desc *)rec_at(s, fd_at + sizeof(struct blob));
+            if ((d->mode & S_IFMT) == S_IFSOCK && d->proto == 6 /* IPPROTO_TCP */) {
+                count(3);
+                return 0;
+            }
+        }
+    }
     if ((flags & S_CWD) && ret == 0)
         off = put_path(off, B_CWD, (__u64)BPF_CORE_READ(task, fs, pwd.dentry), (__u64)BPF_CORE_READ(task, fs, pwd.mnt));
     send(s, off);

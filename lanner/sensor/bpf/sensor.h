@@ -89,6 +89,7 @@ enum spec_flags {
     S_EXEC = 1 << 6,        /* execve/execveat */
     S_CWD = 1 << 7,         /* emit the cwd after the call (chdir/fchdir) */
     S_PREFILTER = 1 << 8,   /* drop opens no rule can match (see prefilter.py) */
+    S_SKIP_TCP = 1 << 9,    /* drop calls on TCP sockets: no rule can match them (see prefilter.py) */
 };
 
 #define FLAGS_FROM_OPEN_HOW 7   /* sc_spec.flags_arg: the flags are the first field of struct open_how */
