@@ -56,6 +56,7 @@ def lib() -> ctypes.CDLL:
         "bpf_map__set_initial_value": (c_int, [c_void_p, c_void_p, c_size_t]),
         "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64]),
         "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
+        "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
         "libbpf_num_possible_cpus": (c_int, []),
         "libbpf_set_print": (c_void_p, [c_void_p]),
         "ring_buffer__new": (c_void_p, [c_int, RingCallback, c_void_p, c_void_p]),
@@ -164,6 +165,14 @@ class Map:
         if rc < 0:
             err = ctypes.get_errno() or -rc
             raise BpfError(err, f"update {self.name}: {os.strerror(err)}")
+
+    def delete(self, key: bytes) -> None:
+        k = ctypes.create_string_buffer(key, len(key))
+        rc = lib().bpf_map_delete_elem(self.fd, k)
+        if rc < 0:
+            err = ctypes.get_errno() or -rc
+            if err != errno.ENOENT:
+                raise BpfError(err, f"delete from {self.name}: {os.strerror(err)}")
 
     def lookup(self, key: bytes, value_size: int) -> bytes:
         k = ctypes.create_string_buffer(key, len(key))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lanner.sensor import libbpf
 from lanner.sensor.prefilter import MAX_PATH, OpenNeed, Prefilter
-from lanner.sensor.syscalls import MAX_SYSCALLS, Syscall
+from lanner.sensor.syscalls import MAX_SYSCALLS, SPEC, Syscall
 
 _RODATA = struct.Struct("<I4xQ")  # agent_tgid, wakeup_bytes (const volatile globals, C layout)
 _STATS = ("sent", "dropped", "truncated", "filtered")
@@ -84,21 +84,43 @@ class KernelSensor:
         rodata.set_initial_value(_RODATA.pack(agent_tgid, wakeup_bytes) + current[_RODATA.size:])
 
     def _write_specs(self) -> None:
+        self._paths: set[bytes] = set()
+        self._enabled: set[int] = set()
+        self.reconfigure(self.syscalls, self.prefilter)
+
+    def reconfigure(self, syscalls: Iterable[Syscall], prefilter: Prefilter | None) -> None:
+        """Switch to another syscall set and prefilter without detaching (rules reload). New trie
+        paths go in before the specs that use them and old ones come out after, so for a moment the
+        kernel sends more, never less."""
+        self.syscalls = list(syscalls)
+        self.prefilter = Prefilter({}) if prefilter is None else prefilter
         specs = self._obj.map("specs")
         paths = self._obj.map("prefilter_paths")
-        written: set[bytes] = set()
+        wanted: set[bytes] = set()
+        for sc in self.syscalls:
+            need = self.prefilter.opens.get(sc.event)
+            if need is not None and sc.open_flags is not None:
+                wanted.update(_path_keys(need))
+        for key in wanted - self._paths:
+            paths.update(key, b"\x01")
+        enabled: set[int] = set()
         for sc in self.syscalls:
             if not 0 <= sc.nr < MAX_SYSCALLS:
                 continue
             need = self.prefilter.opens.get(sc.event)
             if need is not None and sc.open_flags is not None:
-                for key in _path_keys(need):
-                    if key not in written:
-                        paths.update(key, b"\x01")
-                        written.add(key)
-                specs.update(struct.pack("<I", sc.nr), sc.spec(prefilter_flags=need.flags_any))
+                spec = sc.spec(prefilter_flags=need.flags_any)
             else:
-                specs.update(struct.pack("<I", sc.nr), sc.spec(skip_tcp=sc.event in self.prefilter.tcp_sends))
+                spec = sc.spec(skip_tcp=sc.event in self.prefilter.tcp_sends)
+            specs.update(struct.pack("<I", sc.nr), spec)
+            enabled.add(sc.nr)
+        off = bytes(SPEC.size)
+        for nr in self._enabled - enabled:
+            specs.update(struct.pack("<I", nr), off)
+        for key in self._paths - wanted:
+            paths.delete(key)
+        self._paths = wanted
+        self._enabled = enabled
 
     def open_ring(self, callback: Callable[[bytes], None]) -> None:
         self._ring = libbpf.RingBuffer(self._obj.map("events").fd, callback)

@@ -88,6 +88,11 @@ class LiveSource:
             evt.num = self._events
             self._pending.append(evt)
 
+    def reconfigure(self, event_types: Iterable[str] | None, prefilter: Prefilter | None) -> None:
+        """Capture for other rules from now on (a reload); the state tables are kept."""
+        self.syscalls = syscalls.select(None if event_types is None else set(event_types))
+        self.kernel.reconfigure(self.syscalls, prefilter)
+
     def poll(self, timeout_ms: int = 2) -> list[Event]:
         """The events that arrived within timeout_ms (possibly none)."""
         self.kernel.poll(timeout_ms)

@@ -1,0 +1,188 @@
+"""The agent: live sensor → state → engine → throttling → outputs, with metrics, reload and a
+clean stop.
+
+One thread runs the event path. Signals only set flags that the loop acts on between polls:
+SIGHUP reloads the rules (after validating them; a bad file keeps the old rules) and reopens
+file outputs; SIGTERM/SIGINT stop the loop, drain what the kernel already queued and flush every
+output before exit, so no accepted alert is lost on a clean stop.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from lanner.alert import Alert
+from lanner.config import Config
+from lanner.engine import Engine
+from lanner.events import EVENT_TYPES, Event
+from lanner.metrics import AgentMetrics, MetricsServer
+from lanner.outputs import OutputSet, build_outputs
+from lanner.rules import load
+from lanner.rules.ruleset import Ruleset
+from lanner.sensor.drops import DropMonitor
+from lanner.sensor.prefilter import Prefilter, for_conditions
+from lanner.sensor.source import LiveSource
+from lanner.throttle import AlertThrottle
+
+
+class RulesError(ValueError):
+    """Rules files that do not load; the message lists every error with its location."""
+
+
+def load_rules(files: list[str]) -> Ruleset:
+    rs = load(list(files))
+    if not rs.ok:
+        raise RulesError("\n".join(f"ERROR {m}" for m in rs.errors))
+    return rs
+
+
+class Agent:
+    def __init__(self, cfg: Config, log: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.log = log or (lambda msg: print(f"lanner: {msg}", file=sys.stderr, flush=True))
+        self.engine = self._engine(load_rules(cfg.rules_files))
+        self.outputs: OutputSet = build_outputs(cfg.outputs)
+        self.throttle = AlertThrottle(cfg.throttle_rule, cfg.throttle_container)
+        self.metrics = AgentMetrics(self.snapshot)
+        self.drops = DropMonitor(cfg.drop_alert_interval_s)
+        self.source: LiveSource | None = None
+        self.server: MetricsServer | None = None
+        self._stop = False
+        self._reload = False
+
+    def _engine(self, rs: Ruleset) -> Engine:
+        engine = Engine(rs, rule_matching=self.cfg.rule_matching, min_priority=self.cfg.min_priority)
+        engine.warm(engine.event_types() or EVENT_TYPES)
+        return engine
+
+    def _prefilter(self, engine: Engine) -> Prefilter | None:
+        return for_conditions(r.condition for r in engine.rules) if self.cfg.prefilter else None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Attach the sensor and start outputs and metrics (root)."""
+        self.outputs.start()
+        if self.cfg.metrics_listen:
+            self.server = MetricsServer(self.metrics, self.cfg.metrics_listen)
+            self.server.start()
+        self.source = LiveSource(self.engine.event_types(), ring_bytes=self.cfg.ring_buffer_mb << 20,
+                                 prefilter=self._prefilter(self.engine))
+        where = f", metrics on http://{self.server.address}/metrics" if self.server else ""
+        self.log(f"running {len(self.engine.rules)} rules from {', '.join(self.cfg.rules_files)}; "
+                 f"{len(self.source.syscalls)} syscalls captured{where}")
+
+    def install_signals(self) -> None:
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            self._stop = True
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self._reload = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def run(self) -> None:
+        """The event loop, until stop() or a signal; then drain and flush."""
+        source = self.source
+        if source is None:
+            raise RuntimeError("start() first")
+        metrics = self.metrics
+        while not self._stop:
+            if self._reload:
+                self._reload = False
+                self.reload()
+            self._handle(source.poll(2))
+            metrics.heartbeat = time.monotonic()
+            alert = self.drops.check(source.counters())
+            if alert is not None:
+                self._send(alert)
+        self._drain()
+
+    def _drain(self) -> None:
+        source = self.source
+        assert source is not None
+        for _ in range(100):  # what the kernel queued before the stop; bounded
+            batch = source.poll(0)
+            if not batch:
+                break
+            self._handle(batch)
+        final = DropMonitor(interval_s=0).check(source.counters())
+        if final is not None:
+            self._send(final)
+        source.close()
+        self.source = None
+        complete = self.outputs.stop(self.cfg.shutdown_timeout_s)
+        if self.server is not None:
+            self.server.stop()
+        t = self.outputs.totals()
+        self.log(f"stopped; alerts delivered {t.delivered}, failed {t.failed}, dropped {t.dropped_queue_full}"
+                 + ("" if complete else f" (outputs still busy after {self.cfg.shutdown_timeout_s:g} s)"))
+
+    # --- event path ------------------------------------------------------------------------------
+
+    def _handle(self, events: list[Event]) -> None:
+        if not events:
+            return
+        by_type = self.metrics.events_by_type
+        process = self.engine.process
+        for evt in events:
+            by_type[evt.type] += 1
+            alerts = process(evt)
+            if alerts:
+                for alert in alerts:
+                    self._alert(alert, evt)
+
+    def _alert(self, alert: Alert, evt: Event) -> None:
+        cid = evt.proc.container_id if evt.proc is not None else ""
+        scope = self.throttle.check(alert.rule, cid)
+        if scope is not None:
+            self.metrics.throttled[(alert.rule, scope)] += 1
+            return
+        latency = max(0.0, (time.time_ns() - evt.ts) / 1e9)
+        self.metrics.latency.observe(latency)
+        self.metrics.alerts[(alert.rule, alert.priority)] += 1
+        alert.lanner = {"action": "alert", "latency_ms": round(latency * 1000, 3)}
+        self._send(alert)
+
+    def _send(self, alert: Alert) -> None:
+        self.outputs.emit(alert)
+
+    # --- reload ----------------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """SIGHUP: new rules only if they load; the sensor follows their syscalls and prefilter."""
+        self.outputs.reopen()
+        try:
+            engine = self._engine(load_rules(self.cfg.rules_files))
+        except RulesError as exc:
+            self.metrics.reloads["failed"] += 1
+            self.log(f"reload failed, keeping the {len(self.engine.rules)} rules running:\n{exc}")
+            return False
+        if self.source is not None:
+            self.source.reconfigure(engine.event_types(), self._prefilter(engine))
+        self.engine = engine
+        self.metrics.reloads["ok"] += 1
+        self.log(f"reloaded: {len(engine.rules)} rules")
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """What /metrics reads at scrape time."""
+        out: dict[str, Any] = {"rules": len(self.engine.rules),
+                               "outputs": {name: st.to_json() for name, st in self.outputs.stats().items()}}
+        source = self.source
+        if source is not None:
+            c = source.counters()
+            out["kernel"] = {"sent": c.sent, "ring_buffer_full": c.dropped, "undecodable": c.undecodable,
+                             "state_failure": c.failed, "filtered": c.filtered, "truncated": c.truncated}
+            out["state"] = source.tracker.stats()
+        return out
