@@ -72,7 +72,11 @@ class Agent:
             self.server = MetricsServer(self.metrics, self.cfg.metrics_listen)
             self.server.start()
         self.source = LiveSource(self.engine.event_types(), ring_bytes=self.cfg.ring_buffer_mb << 20,
-                                 prefilter=self._prefilter(self.engine))
+                                 prefilter=self._prefilter(self.engine), raw=self.cfg.raw_syscalls)
+        missing = self.source.kernel.uncaptured
+        if missing:
+            self.log(f"this kernel has no exit tracepoint for {', '.join(missing)}: not captured "
+                     "(raw_syscalls: true captures them, at a cost on every syscall)")
         where = f", metrics on http://{self.server.address}/metrics" if self.server else ""
         self.log(f"running {len(self.engine.rules)} rules from {', '.join(self.cfg.rules_files)}; "
                  f"{len(self.source.syscalls)} syscalls captured{where}")

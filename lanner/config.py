@@ -38,6 +38,9 @@ class Config:
     ring_buffer_mb: int = 16
     prefilter: bool = True
     """Drop in the kernel the opens and sends no loaded rule can match (docs/sensor.md)."""
+    raw_syscalls: bool = False
+    """One kernel program on every syscall exit instead of one per needed syscall: also sees
+    syscalls without a tracepoint, at a cost on all syscalls (docs/sensor.md)."""
     metrics_listen: str = "127.0.0.1:8765"
     """host:port of /metrics and /healthz; empty turns the endpoint off."""
     throttle_rule: Throttle = field(default_factory=lambda: Throttle(rate=50.0, burst=200))
@@ -54,6 +57,7 @@ class Config:
 
 _SCALARS: dict[str, tuple[type, ...]] = {
     "min_priority": (str,), "rule_matching": (str,), "ring_buffer_mb": (int,), "prefilter": (bool,),
+    "raw_syscalls": (bool,),
     "metrics_listen": (str,), "drop_alert_interval_s": (int, float), "shutdown_timeout_s": (int, float),
 }
 

@@ -48,18 +48,27 @@ def run_loadgen(mode: str, seconds: float, rate: float | None = None) -> float:
 
 
 class NoopProbe(AbstractContextManager["NoopProbe"]):
-    """Empty programs attached where the sensor attaches."""
+    """Empty programs attached where the sensor attaches for these rules."""
+
+    def __init__(self, rules: list[Path], raw: bool = False) -> None:
+        self.rules = rules
+        self.raw = raw
 
     def __enter__(self) -> NoopProbe:
-        from lanner.sensor import libbpf
-        from lanner.sensor.loader import object_path
+        from lanner.engine import Engine
+        from lanner.rules import load
+        from lanner.sensor import libbpf, syscalls
+        from lanner.sensor.loader import Programs, object_path
 
+        selected = syscalls.select(Engine(load(self.rules)).event_types())
         self.obj = libbpf.BpfObject(str(object_path("noop.bpf.o")))
+        self.programs = Programs(self.obj, self.raw, selected)
         self.obj.load()
-        self.obj.attach_all()
+        self.programs.attach(selected)
         return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.programs.detach()
         self.obj.close()
 
 
@@ -131,7 +140,7 @@ def bench_sensor(rules: list[Path], seconds: float = 3.0, redis_requests: int = 
     for mode in WORKLOADS:
         row: dict[str, float] = {}
         row["off"] = run_loadgen(mode, seconds)
-        with NoopProbe():
+        with NoopProbe(rules):
             row["noop"] = run_loadgen(mode, seconds)
         with Agent(rules) as agent:
             row["agent"] = run_loadgen(mode, seconds)

@@ -52,6 +52,7 @@ def lib() -> ctypes.CDLL:
         "bpf_map__name": (c_char_p, [c_void_p]),
         "bpf_map__fd": (c_int, [c_void_p]),
         "bpf_map__set_max_entries": (c_int, [c_void_p, c_uint32]),
+        "bpf_map__reuse_fd": (c_int, [c_void_p, c_int]),
         "bpf_map__initial_value": (c_void_p, [c_void_p, POINTER(c_size_t)]),
         "bpf_map__set_initial_value": (c_int, [c_void_p, c_void_p, c_size_t]),
         "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64]),
@@ -145,6 +146,10 @@ class Map:
     @property
     def fd(self) -> int:
         return _check_int(lib().bpf_map__fd(self.ptr), f"map fd {self.name}")
+
+    def reuse_fd(self, fd: int) -> None:
+        """Use an existing map (of another loaded object) instead of creating one at load."""
+        _check_int(lib().bpf_map__reuse_fd(self.ptr, fd), f"reuse map {self.name}")
 
     def set_max_entries(self, n: int) -> None:
         _check_int(lib().bpf_map__set_max_entries(self.ptr, n), f"resize {self.name}")

@@ -50,12 +50,106 @@ class Counters:
     """Opens no rule could match, dropped in the kernel on purpose (see prefilter.py)."""
 
 
+BASE_PROGRAMS = ("on_enter_execve", "on_enter_execveat", "on_fork", "on_exit")
+"""Attached in every mode: the exec filename stash and the process tree."""
+RAW_PROGRAM = "on_sys_exit"
+
+
+def syscall_tracepoints() -> frozenset[str]:
+    """The syscalls this kernel has exit tracepoints for (tracefs)."""
+    for d in ("/sys/kernel/tracing/events/syscalls", "/sys/kernel/debug/tracing/events/syscalls"):
+        try:
+            return frozenset(n[len("sys_exit_"):] for n in os.listdir(d) if n.startswith("sys_exit_"))
+        except OSError:
+            continue
+    return frozenset()
+
+
+def exit_program(sc: Syscall) -> str:
+    return f"exit_{sc.tracepoint}"
+
+
+class Programs:
+    """Which programs to load and attach for a syscall set.
+
+    Tracepoint mode (the default) attaches a program to the exit tracepoint of each selected
+    syscall only, so other syscalls cost nothing; only those programs are loaded (each is verified
+    on its own, about 50 ms). A reload that needs more loads them from a second copy of the object
+    sharing the first one's maps. Raw mode attaches one program to every syscall's exit: it also
+    sees syscalls without a tracepoint, at a cost on all syscalls of the machine."""
+
+    def __init__(self, obj: libbpf.BpfObject, raw: bool, syscalls: Iterable[Syscall]) -> None:
+        self.obj = obj
+        self.raw = raw
+        self.tracepoints = syscall_tracepoints()
+        self.links: dict[str, libbpf.Link] = {}
+        self.extra: list[libbpf.BpfObject] = []
+        self.loaded: dict[str, libbpf.Program] = {}
+        for prog in obj.programs():
+            prog.set_autoload(prog.name in self._wanted(syscalls))
+
+    def _wanted(self, syscalls: Iterable[Syscall]) -> set[str]:
+        wanted = set(BASE_PROGRAMS)
+        if self.raw:
+            wanted.add(RAW_PROGRAM)
+        else:
+            wanted |= {exit_program(sc) for sc in syscalls if sc.tracepoint in self.tracepoints}
+        return wanted
+
+    def uncaptured(self, syscalls: Iterable[Syscall]) -> list[str]:
+        """Selected syscalls this mode cannot see on this kernel."""
+        return [] if self.raw else sorted(sc.name for sc in syscalls if sc.tracepoint not in self.tracepoints)
+
+    def _program(self, name: str) -> libbpf.Program:
+        prog = self.loaded.get(name)
+        if prog is None:
+            prog = self.loaded[name] = self.obj.program(name)
+        return prog
+
+    def _load_more(self, names: set[str]) -> None:
+        """Load programs the first load skipped, in a copy of the object that reuses its maps."""
+        more = libbpf.BpfObject(self.obj.path)
+        try:
+            shared = {m.name: m for m in self.obj.maps()}
+            for m in more.maps():
+                m.reuse_fd(shared[m.name].fd)
+            for prog in more.programs():
+                prog.set_autoload(prog.name in names)
+            more.load()
+        except BaseException:
+            more.close()
+            raise
+        self.extra.append(more)
+        for name in names:
+            self.loaded[name] = more.program(name)
+
+    def attach(self, syscalls: Iterable[Syscall]) -> None:
+        wanted = self._wanted(syscalls)
+        if not self.loaded:  # the first load: programs of the main object
+            self.loaded = {p.name: p for p in self.obj.programs() if p.name in wanted}
+        missing = wanted - set(self.loaded)
+        if missing:
+            self._load_more(missing)
+        for name in sorted(wanted - set(self.links)):
+            self.links[name] = self.loaded[name].attach()
+        for name in sorted(set(self.links) - wanted):
+            self.links.pop(name).destroy()
+
+    def detach(self) -> None:
+        for link in self.links.values():
+            link.destroy()
+        self.links.clear()
+        for obj in self.extra:
+            obj.close()
+        self.extra.clear()
+
+
 class KernelSensor:
     """The loaded, attached capture program. Use as a context manager; close() detaches."""
 
     def __init__(self, syscalls: Iterable[Syscall], *, ring_bytes: int = 16 << 20,
                  wakeup_bytes: int = 64 << 10, exclude_tgid: int | None = None,
-                 prefilter: Prefilter | None = None, obj_name: str = "sensor.bpf.o") -> None:
+                 prefilter: Prefilter | None = None, raw: bool = False, obj_name: str = "sensor.bpf.o") -> None:
         if ring_bytes < 4096 or ring_bytes & (ring_bytes - 1):
             raise SensorError(f"ring buffer size {ring_bytes} must be a power of two of at least 4096")
         self.syscalls = list(syscalls)
@@ -67,13 +161,19 @@ class KernelSensor:
             raise SensorError(str(exc)) from exc
         self._ring: libbpf.RingBuffer | None = None
         try:
+            self.programs = Programs(self._obj, raw, self.syscalls)
             self._configure(ring_bytes, wakeup_bytes, os.getpid() if exclude_tgid is None else exclude_tgid)
             self._obj.load()
             self._write_specs()
-            self._obj.attach_all()
         except libbpf.BpfError as exc:
+            self.programs.detach()
             self._obj.close()
             raise SensorError(f"{exc} — see `lanner doctor`") from exc
+
+    @property
+    def uncaptured(self) -> list[str]:
+        """Selected syscalls this kernel gives no way to see in the current mode."""
+        return self.programs.uncaptured(self.syscalls)
 
     def _configure(self, ring_bytes: int, wakeup_bytes: int, agent_tgid: int) -> None:
         obj = self._obj
@@ -117,6 +217,7 @@ class KernelSensor:
         off = bytes(SPEC.size)
         for nr in self._enabled - enabled:
             specs.update(struct.pack("<I", nr), off)
+        self.programs.attach(self.syscalls)  # after the specs, so a new program never sees a stale one
         for key in self._paths - wanted:
             paths.delete(key)
         self._paths = wanted
@@ -146,6 +247,7 @@ class KernelSensor:
         if self._ring is not None:
             self._ring.free()
             self._ring = None
+        self.programs.detach()
         self._obj.close()
 
     def __enter__(self) -> KernelSensor:

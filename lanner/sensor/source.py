@@ -48,7 +48,7 @@ class LiveSource:
     def __init__(self, event_types: Iterable[str] | None = None, *, ring_bytes: int = 16 << 20,
                  wakeup_bytes: int = 64 << 10, exclude_tgid: int | None = None,
                  cgroup_container: Callable[[int, int], str] | None = None,
-                 prefilter: Prefilter | None = None) -> None:
+                 prefilter: Prefilter | None = None, raw: bool = False) -> None:
         self.syscalls = syscalls.select(None if event_types is None else set(event_types))
         self.clock = Clock()
         self.tracker = StateTracker(self.clock, cgroup_container=cgroup_container)
@@ -60,7 +60,7 @@ class LiveSource:
         self._events = 0
         # Attach before seeding from /proc so no process started in between is missed.
         self.kernel = KernelSensor(self.syscalls, ring_bytes=ring_bytes, wakeup_bytes=wakeup_bytes,
-                                   exclude_tgid=exclude_tgid, prefilter=prefilter)
+                                   exclude_tgid=exclude_tgid, prefilter=prefilter, raw=raw)
         try:
             self.kernel.open_ring(self._on_record)
             self.tracker.seed()

@@ -53,6 +53,12 @@ class Syscall:
     """Report the working directory after the call."""
     open_flags: int | None = None
     """Argument holding the open flags (FLAGS_FROM_OPEN_HOW: in openat2's struct open_how)."""
+    tp: str | None = None
+    """The kernel's name for it in its exit tracepoint, when that differs from `name`."""
+
+    @property
+    def tracepoint(self) -> str:
+        return self.tp or self.name
 
     def spec(self, prefilter_flags: int | None = None, skip_tcp: bool = False) -> bytes:
         """The kernel's sc_spec; `prefilter_flags` (the open flags always sent) turns the open
@@ -114,7 +120,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     _sc("unshare", 272),
     _sc("setns", 308, fd_arg=0, fd_path=True),
     _sc("mount", 165, paths=((1, None),), strs=(0, 2)),
-    _sc("umount2", 166, paths=((0, None),)),
+    _sc("umount2", 166, paths=((0, None),), tp="umount"),
     _sc("chmod", 90, paths=((0, None),)),
     _sc("fchmod", 91, fd_arg=0, fd_path=True),
     _sc("fchmodat", 268, paths=((1, 0),), fd_arg=0, fd_path=True),

@@ -34,7 +34,7 @@ class Live:
     def __init__(self) -> None:
         from lanner.sensor.source import LiveSource
 
-        self.source = LiveSource(None)
+        self.source = LiveSource(None, raw=True)  # raw mode: also syscalls without a tracepoint
         self.events: list[Event] = []
         self.exited: set[int] = set()
         self.cond = threading.Condition()

@@ -134,6 +134,23 @@ def test_only_the_syscalls_the_rules_need(tmp_path: Path) -> None:
         mine = [e for e in events if e.proc and e.proc.name in ("mkdir", "cat", "sh")]
         assert any(e.type == "openat" and e.args.get("name") == "/etc/hostname" for e in mine)
         assert not any(e.type in ("mkdir", "mkdirat") for e in mine)
+        # only the selected syscalls' exit tracepoints have a program attached
+        attached = set(src.kernel.programs.links)
+        assert "exit_openat" in attached and "exit_mkdir" not in attached and "on_sys_exit" not in attached
+        tracefs = set(os.listdir("/sys/kernel/tracing/events/syscalls"))
+        assert src.kernel.uncaptured == sorted(s.name for s in src.syscalls
+                                               if f"sys_exit_{s.tracepoint}" not in tracefs)
+
+        # a reload that needs mkdir: attached in place, then captured
+        src.reconfigure(types | {"mkdir"}, None)
+        assert "exit_mkdir" in src.kernel.programs.links
+        d2 = tmp_path / "made2"
+        subprocess.run(["mkdir", str(d2)], check=True)
+        deadline = time.monotonic() + 5
+        later: list[Event] = []
+        while time.monotonic() < deadline and not any(e.type == "mkdir" for e in later):
+            later += src.poll(5)
+        assert any(e.type == "mkdir" and e.args.get("path") == str(d2) for e in later)
 
 
 def test_the_agent_process_is_not_watched(live: Live) -> None:

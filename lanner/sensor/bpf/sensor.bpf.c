@@ -574,13 +574,13 @@ static __always_inline __u64 open_flags_of(struct rec_hdr *h, __u8 flags_arg)
     return 0;
 }
 
-SEC("tp_btf/sys_exit")
-int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
+/* The capture of one syscall exit, shared by the per-syscall tracepoint programs and the raw
+ * sys_exit program. */
+static __always_inline int handle_exit(__u32 nr, long ret, struct pt_regs *regs)
 {
     __u64 id = bpf_get_current_pid_tgid();
     if ((id >> 32) == agent_tgid)
         return 0;
-    __u32 nr = (__u32)regs->orig_ax;
     if (nr >= MAX_SYSCALLS)
         return 0;
     const struct sc_spec *sp = bpf_map_lookup_elem(&specs, &nr);
@@ -658,6 +658,26 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
     send(s, off);
     return 0;
 }
+
+/* Raw mode: one program for every syscall, the spec table deciding. It also sees syscalls that
+ * have no tracepoint of their own (on this kernel init_module and finit_module, which are not
+ * built in), at a cost on every syscall of the machine (docs/sensor.md). */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
+{
+    return handle_exit((__u32)regs->orig_ax, ret, regs);
+}
+
+/* Default mode: a program on each needed syscall's own exit tracepoint; syscalls nobody asked
+ * for cost nothing. User space loads only the programs of the selected syscalls. */
+#define SYSCALL_EXIT(name)                                                        \
+    SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
+    int exit_##name(struct trace_event_raw_sys_exit *ctx)                         \
+    {                                                                             \
+        struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()); \
+        return handle_exit((__u32)ctx->id, ctx->ret, regs);                       \
+    }
+LANNER_SYSCALLS(SYSCALL_EXIT)
 
 static __always_inline int stash_filename(const char *filename)
 {

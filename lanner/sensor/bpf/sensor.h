@@ -115,4 +115,14 @@ struct path_key {           /* prefilter trie key: exact paths end with their NU
 
 #define MAX_SYSCALLS 512
 
+/* Syscalls with an exit tracepoint program, by tracepoint name (syscalls.py's `tracepoint`). */
+#define LANNER_SYSCALLS(X) \
+    X(open) X(openat) X(openat2) X(creat) X(execve) X(execveat) X(clone) X(fork) X(vfork) X(clone3) \
+    X(connect) X(accept) X(accept4) X(bind) X(listen) X(socket) X(sendto) X(sendmsg) X(recvfrom) \
+    X(recvmsg) X(setuid) X(setgid) X(setreuid) X(setregid) X(setresuid) X(setresgid) X(ptrace) \
+    X(unshare) X(setns) X(mount) X(umount) X(chmod) X(fchmod) X(fchmodat) X(fchmodat2) X(rename) \
+    X(renameat) X(renameat2) X(unlink) X(unlinkat) X(link) X(linkat) X(symlink) X(symlinkat) X(mkdir) \
+    X(mkdirat) X(rmdir) X(memfd_create) X(init_module) X(finit_module) X(bpf) X(dup) X(dup2) X(dup3) \
+    X(userfaultfd) X(chdir) X(fchdir) X(kill) X(capset) X(prctl)
+
 #endif
