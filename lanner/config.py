@@ -70,7 +70,7 @@ def _where(node: yaml.Node | None, path: str) -> str:
 
 def _child_nodes(node: yaml.Node) -> dict[str, yaml.Node]:
     if isinstance(node, yaml.MappingNode):
-        return {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+        return {k.value: k for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
     return {}
 
 
