@@ -9,11 +9,9 @@ LANNER := $(VENV)/bin/lanner
 setup:
 	bash scripts/setup.sh
 
-# The agent (`lanner run`) is issue 4 and not built yet; until then `make run` says so
-# instead of pretending. `lanner rules validate`, `lanner replay` and `lanner scan` work today.
+# The agent with Lanner's default rules, alerts on stdout, metrics on 127.0.0.1:8765 (root).
 run: setup
-	@if $(LANNER) run --help >/dev/null 2>&1; then $(LANNER) run; else \
-	  echo "make run: the agent (lanner run) is not implemented yet; see README 'Status'." >&2; exit 2; fi
+	$(LANNER) run
 
 test: setup
 	$(VENV)/bin/ruff check lanner tests
@@ -22,6 +20,7 @@ test: setup
 
 bench: setup
 	$(LANNER) bench engine
+	$(LANNER) bench sensor
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -99,16 +99,18 @@ def _compare(c: Compare) -> Need:
                 return ANY
             # Falco compares the normalised name: a trailing '/' never survives normalisation
             return OpenNeed(exact=frozenset(v.rstrip("/") or "/" for v in values))
-        if op in ("startswith", "pmatch"):
+        if op == "startswith":
             return _prefixes(values)
-        if op == "glob":
+        if op in ("glob", "pmatch"):  # pmatch items may hold glob characters too
             return _prefixes([_static_prefix(v) for v in values])
         return ANY
     if name == "fd.directory" and lhs.arg is None:
         if op in ("=", "==", "in", "intersects"):
             return _prefixes([v.rstrip("/") + "/" for v in values])
-        if op in ("startswith", "pmatch"):
+        if op == "startswith":
             return _prefixes(values)
+        if op == "pmatch":
+            return _prefixes([_static_prefix(v) for v in values])
         return ANY
     if name == "fd.nameraw" and lhs.arg is None and op in ("contains", "glob"):
         # '../' can only be in a path the kernel cannot judge, and those are always sent
@@ -123,11 +125,15 @@ def _compare(c: Compare) -> Need:
 
 
 def _score(n: OpenNeed) -> tuple[int, int]:
-    """Smaller is a tighter filter: no flags beats rare flags beats common flags; then fewer paths."""
-    if not n.flags_any:
-        return (0, n.size())
-    rank = next((i for i, bits in enumerate(_RARITY) if n.flags_any & ~bits == 0), len(_RARITY))
-    return (1 + rank, n.size())
+    """Smaller is a tighter filter. Only paths the kernel cannot judge beats everything; then a flag
+    constraint (writes, truncation: most opens are reads, so it drops most of them); then paths
+    (a rule on writes below /etc or /lib would otherwise let every library load through)."""
+    if not n.flags_any and not n.size():
+        return (0, 0)
+    if n.flags_any and not n.size():
+        rank = next((i for i, bits in enumerate(_RARITY) if n.flags_any & ~bits == 0), len(_RARITY))
+        return (1, rank)
+    return (2 if not n.flags_any else 3, n.size())
 
 
 def need(node: Expr | bool) -> Need:

@@ -46,7 +46,8 @@ def test_metrics_page_and_health() -> None:
     srv.start()
     try:
         page = urllib.request.urlopen(f"http://{srv.address}/metrics", timeout=5).read().decode()
-        for line in ('lanner_events_total{type="openat"} 5.0', 'lanner_events_lost_total{reason="ring_buffer_full"} 2.0',
+        for line in ('lanner_events_total{type="openat"} 5.0',
+                     'lanner_events_lost_total{reason="ring_buffer_full"} 2.0',
                      'lanner_alerts_total{priority="Error",rule="Write below etc"} 1.0',
                      'lanner_alerts_throttled_total{rule="Write below etc",scope="container"} 2.0',
                      'lanner_output_alerts_total{output="stdout",result="delivered"} 3.0',
