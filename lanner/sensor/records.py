@@ -131,13 +131,7 @@ class Record:
 
     def strings(self, tag: int) -> list[str]:
         """A NUL-separated blob (argv, environment) as a list."""
-        raw = self.blobs.get(tag)
-        if not raw:
-            return []
-        parts = raw.split(b"\0")
-        if parts and parts[-1] == b"":
-            parts.pop()
-        return [p.decode("utf-8", "surrogateescape") for p in parts]
+        return split_nul(self.blobs.get(tag))
 
     def fd_desc(self) -> FdDesc | None:
         raw = self.blobs.get(Blob.FD)
@@ -151,6 +145,16 @@ class Record:
             return None
         v = EXEC_INFO.unpack_from(raw)
         return ExecInfo(*v[:16])
+
+
+def split_nul(raw: bytes | None) -> list[str]:
+    """NUL-separated strings (argv, environ, as the kernel and /proc keep them) as a list."""
+    if not raw:
+        return []
+    parts = raw.split(b"\0")
+    if parts[-1] == b"":
+        parts.pop()
+    return [p.decode("utf-8", "surrogateescape") for p in parts]
 
 
 def decode(buf: bytes) -> Record:

@@ -17,6 +17,7 @@ from operator import attrgetter
 from typing import Final
 
 from lanner.events import Process
+from lanner.sensor.records import split_nul
 
 DEFAULT_MAX_PROCESSES: Final = 65536
 _READ_LIMIT: Final = 64 << 10
@@ -99,15 +100,6 @@ def _readlink(path: str) -> str:
         return ""
 
 
-def _nul_list(raw: bytes | None) -> list[str]:
-    if not raw:
-        return []
-    parts = raw.split(b"\0")
-    if parts[-1] == b"":
-        parts.pop()
-    return [x.decode("utf-8", "surrogateescape") for x in parts]
-
-
 def read_proc(proc_root: str, pid: int, boot_ns: int) -> Process | None:
     """A process's full context from /proc (None when it is gone or unreadable)."""
     base = f"{proc_root}/{pid}"
@@ -157,11 +149,11 @@ def read_proc(proc_root: str, pid: int, boot_ns: int) -> Process | None:
         v = int(lu.strip())
         p.loginuid = -1 if v == 0xFFFFFFFF else v
 
-    argv = _nul_list(_read(base + "/cmdline"))
+    argv = split_nul(_read(base + "/cmdline"))
     if argv:
         p.exe = argv[0]
         p.args = argv[1:]
-    p.env = _nul_list(_read(base + "/environ"))
+    p.env = split_nul(_read(base + "/environ"))
     cwd = _readlink(base + "/cwd")
     p.cwd = cwd_text(cwd) if cwd else "/"
 

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from lanner.events import Event, FdInfo, Process
-from lanner.sensor.records import EXEC_INFO, FD_DESC, Clock, Kind, Record, SockAddr, parse_sockaddr
+from lanner.paths import collapse_slashes, concatenate, normalize
+from lanner.sensor.records import EXEC_INFO, FD_DESC, Clock, Kind, Record, SockAddr, parse_sockaddr, split_nul
 from lanner.sensor.syscalls import SYSCALLS, Syscall
 
 from . import fds as F
 from .fds import FdTable, FdTables
-from .paths import collapse_slashes, concatenate, normalize
 from .processes import (
     DEFAULT_MAX_PROCESSES,
     ProcessTable,
@@ -86,15 +86,6 @@ def _s32(v: int) -> int:
 
 def _txt(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", "surrogateescape")
-
-
-def _nul_list(raw: bytes | None) -> list[str]:
-    if not raw:
-        return []
-    parts = raw.split(b"\0")
-    if parts[-1] == b"":
-        parts.pop()
-    return [x.decode("utf-8", "surrogateescape") for x in parts]
 
 
 def _sockaddr_text(sa: SockAddr | None) -> str | None:
@@ -491,11 +482,11 @@ class StateTracker:
     def _exec_process(self, old: Process, rec: Record) -> Process:
         """The new program, as a new Process object (events of the old one keep the old object)."""
         blobs = rec.blobs
-        argv = _nul_list(blobs.get(ARGV))
+        argv = split_nul(blobs.get(ARGV))
         lu = rec.loginuid
         q = Process(pid=rec.pid, ppid=rec.ppid, vpid=rec.vpid, sid=old.sid, vpgid=old.vpgid, name=rec.comm,
                     exe=argv[0] if argv else "", exepath=old.exepath, args=argv[1:], cwd=old.cwd,
-                    env=_nul_list(blobs.get(ENV)), tty=old.tty, uid=rec.uid,
+                    env=split_nul(blobs.get(ENV)), tty=old.tty, uid=rec.uid,
                     gid=rec.gid, loginuid=-1 if lu == U32 else lu, cap_effective=old.cap_effective,
                     cap_permitted=old.cap_permitted, cap_inheritable=old.cap_inheritable, start_ts=old.start_ts,
                     pidns_start_ts=old.pidns_start_ts, parent=self.procs.procs.get(rec.ppid))

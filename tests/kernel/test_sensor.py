@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,20 @@ from tests.kernel.conftest import Live
 
 LANNER = [sys.executable, "-m", "lanner"]
 STABLE = FALCO_RULES / "falco_rules.yaml"
+
+
+def poll_until(src: LiveSource, done: Callable[[Event], bool], timeout: float = 5) -> list[Event]:
+    """Events from `src` until one satisfies `done` (or the timeout)."""
+    events: list[Event] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not any(done(e) for e in events):
+        events += src.poll(5)
+    return events
+
+
+def child_exited(e: Event) -> bool:
+    """A python3 child of this test process ended."""
+    return e.type == "procexit" and e.proc is not None and e.proc.name == "python3" and e.proc.ppid == os.getpid()
 
 
 def _messages(engine: Engine, events: list[Event]) -> list[tuple[str, str]]:
@@ -126,11 +141,7 @@ def test_only_the_syscalls_the_rules_need(tmp_path: Path) -> None:
         assert not enabled & {"mkdir", "mkdirat", "unlink", "kill", "bind"}
         d = tmp_path / "made"
         subprocess.run(["/bin/sh", "-c", f"mkdir {d} && cat /etc/hostname > /dev/null"], check=True)
-        events: list[Event] = []
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not any(e.type == "procexit" and e.proc and e.proc.name == "cat"
-                                                      for e in events):
-            events += src.poll(5)
+        events = poll_until(src, lambda e: e.type == "procexit" and e.proc is not None and e.proc.name == "cat")
         mine = [e for e in events if e.proc and e.proc.name in ("mkdir", "cat", "sh")]
         assert any(e.type == "openat" and e.args.get("name") == "/etc/hostname" for e in mine)
         assert not any(e.type in ("mkdir", "mkdirat") for e in mine)
@@ -146,10 +157,7 @@ def test_only_the_syscalls_the_rules_need(tmp_path: Path) -> None:
         assert "exit_mkdir" in src.kernel.programs.links
         d2 = tmp_path / "made2"
         subprocess.run(["mkdir", str(d2)], check=True)
-        deadline = time.monotonic() + 5
-        later: list[Event] = []
-        while time.monotonic() < deadline and not any(e.type == "mkdir" for e in later):
-            later += src.poll(5)
+        later = poll_until(src, lambda e: e.type == "mkdir")
         assert any(e.type == "mkdir" and e.args.get("path") == str(d2) for e in later)
 
 
@@ -185,11 +193,7 @@ def test_kernel_prefilter_agrees_with_its_model(tmp_path: Path) -> None:
         f"try: os.close(os.open({p!r}, {f}))\nexcept OSError: pass\n" for p, f in cases)
     with LiveSource({"openat"}, prefilter=Prefilter({"openat": need})) as src:
         subprocess.run(["/usr/bin/python3", "-c", code], check=True)
-        events: list[Event] = []
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not any(e.type == "procexit" and e.proc and e.proc.name == "python3"
-                                                      and e.proc.ppid == os.getpid() for e in events):
-            events += src.poll(5)
+        events = poll_until(src, child_exited)
         seen = {(e.args.get("name"), e.args.get("flags", 0) & ~os.O_CLOEXEC) for e in events
                 if e.type == "openat" and e.proc is not None and e.proc.name == "python3"}
         filtered = src.counters().filtered
@@ -205,11 +209,7 @@ def test_tcp_sends_dropped_in_the_kernel_when_no_rule_needs_them() -> None:
             "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b'x', ('127.0.0.1', 9))\n")
     with LiveSource({"sendto"}, prefilter=Prefilter({}, frozenset({"sendto"}))) as src:
         subprocess.run(["/usr/bin/python3", "-c", code], check=True)
-        events: list[Event] = []
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not any(e.type == "procexit" and e.proc and e.proc.name == "python3"
-                                                      and e.proc.ppid == os.getpid() for e in events):
-            events += src.poll(5)
+        events = poll_until(src, child_exited)
         sends = [e for e in events if e.type == "sendto" and e.proc is not None and e.proc.ppid == os.getpid()]
         assert [e.fd.l4proto if e.fd else None for e in sends] == ["udp"]
         assert src.counters().filtered >= 1

@@ -12,6 +12,7 @@ from lanner.config import DEFAULT_RULES
 from lanner.engine import Engine
 from lanner.eventfile import read_events
 from lanner.events import Event, FdInfo
+from lanner.paths import concatenate, normalize
 from lanner.rules import load, parse_condition
 from lanner.sensor.prefilter import (
     NEVER,
@@ -22,7 +23,6 @@ from lanner.sensor.prefilter import (
     open_filters,
     tcp_sends_unneeded,
 )
-from lanner.state.paths import concatenate, normalize
 from tests.conftest import FALCO_RULES
 
 STABLE = FALCO_RULES / "falco_rules.yaml"

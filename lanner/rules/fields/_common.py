@@ -42,31 +42,6 @@ def to_ip(text: str) -> IPAddress | None:
         return None
 
 
-def normalize_path(path: str) -> str:
-    """Resolve ``.``, ``..`` and repeated ``/`` lexically; drop a trailing ``/`` (not symlinks)."""
-    absolute = path.startswith("/")
-    parts: list[str] = []
-    for comp in path.split("/"):
-        if comp == "" or comp == ".":
-            continue
-        if comp == "..":
-            if parts and parts[-1] != "..":
-                parts.pop()
-            elif not absolute:
-                parts.append(comp)
-            continue
-        parts.append(comp)
-    joined = "/".join(parts)
-    return "/" + joined if absolute else (joined or ".")
-
-
-def concatenate_paths(base: str, path: str) -> str:
-    """libs concatenate_paths: an absolute path stands alone, a relative one joins the base."""
-    if path.startswith("/"):
-        return normalize_path(path)
-    return normalize_path(base + "/" + path)
-
-
 def cwd_of(ev: Event) -> str:
     p = ev.proc
     return p.cwd if p is not None else "/"

@@ -8,13 +8,14 @@ from functools import lru_cache
 from typing import Any, Final
 
 from lanner.events import EVENT_FD, Event, FdInfo
+from lanner.paths import collapse_slashes
+from lanner.paths import concatenate as concatenate_paths
 from lanner.rules.fieldtypes import MISSING, Field, FieldType, Quantifier
 
 from ._common import (
     AT_FDCWD,
     FD_TYPECHAR,
     GUESSED_TYPECHAR,
-    concatenate_paths,
     event_fd_num,
     to_ip,
 )
@@ -23,12 +24,6 @@ _IP_TYPES: Final = frozenset({"ipv4", "ipv6"})
 _OPEN_CWD: Final = frozenset({"open", "creat"})
 _OPEN_AT: Final = frozenset({"openat", "openat2"})
 _TUPLE_EVENTS: Final = frozenset({"accept", "accept4", "connect"})
-
-
-def _collapse_slashes(path: str) -> str:
-    while "//" in path:
-        path = path.replace("//", "/")
-    return path
 
 
 def event_name(ev: Event) -> Any:
@@ -101,7 +96,7 @@ def _nameraw(ev: Event, arg: str | None = None) -> Any:
         return MISSING
     if t in _OPEN_AT:
         name = ev.args.get("name")
-        return _collapse_slashes(name) if isinstance(name, str) else ""
+        return collapse_slashes(name) if isinstance(name, str) else ""
     if t in _OPEN_CWD:
         return event_name(ev)
     return ""

@@ -14,10 +14,11 @@ from functools import lru_cache
 from typing import Any, Final
 
 from lanner.events import EVENT_PARAMS, Event
+from lanner.paths import concatenate as concatenate_paths
 from lanner.rules.fieldtypes import MISSING, Field
 
 from . import tables
-from ._common import AT_FDCWD, TimeText, concatenate_paths, fd_tag, printable
+from ._common import AT_FDCWD, TimeText, fd_tag, printable
 
 Rendered = tuple[str, str | None]
 """(raw form, resolved form or None). ``evt.arg.X`` shows the resolved form when there is one."""

@@ -706,12 +706,9 @@ int on_enter_execveat(struct trace_event_raw_sys_enter *ctx)
     return stash_filename((const char *)ctx->args[1]);
 }
 
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+/* A fork or exit record's header in the scratch buffer; NULL for the agent itself. */
+static __always_inline struct rec_hdr *process_record(struct scratch **sp, struct task_struct *task, __u32 kind)
 {
-    __u32 child_pid = BPF_CORE_READ(child, pid), child_tgid = BPF_CORE_READ(child, tgid);
-    if (child_pid != child_tgid)
-        return 0;  /* a new thread: same process */
     __u64 id = bpf_get_current_pid_tgid();
     if ((id >> 32) == agent_tgid)
         return 0;
@@ -719,10 +716,24 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
     if (!s)
         return 0;
     struct rec_hdr *h = (struct rec_hdr *)s->rec;
-    fill_header(h, bpf_get_current_task_btf(), REC_FORK);
+    fill_header(h, task, kind);
     h->nr = -1;
-    h->ret = child_tgid;
     __builtin_memset(h->args, 0, sizeof(h->args));
+    *sp = s;
+    return h;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+    __u32 child_pid = BPF_CORE_READ(child, pid), child_tgid = BPF_CORE_READ(child, tgid);
+    if (child_pid != child_tgid)
+        return 0;  /* a new thread: same process */
+    struct scratch *s = 0;
+    struct rec_hdr *h = process_record(&s, bpf_get_current_task_btf(), REC_FORK);
+    if (!h || !s)
+        return 0;
+    h->ret = child_tgid;
     h->args[0] = child->start_time;
     h->args[1] = task_vnr(child->thread_pid);
     h->args[2] = child->real_parent->tgid;
@@ -735,17 +746,11 @@ int BPF_PROG(on_exit, struct task_struct *p, bool group_dead)
 {
     if (!group_dead)
         return 0;
-    __u64 id = bpf_get_current_pid_tgid();
-    if ((id >> 32) == agent_tgid)
+    struct scratch *s = 0;
+    struct rec_hdr *h = process_record(&s, p, REC_EXIT);
+    if (!h || !s)
         return 0;
-    struct scratch *s = scratch_get();
-    if (!s)
-        return 0;
-    struct rec_hdr *h = (struct rec_hdr *)s->rec;
-    fill_header(h, p, REC_EXIT);
-    h->nr = -1;
     h->ret = p->exit_code;
-    __builtin_memset(h->args, 0, sizeof(h->args));
     send(s, sizeof(struct rec_hdr));
     return 0;
 }
