@@ -574,6 +574,31 @@ static __always_inline __u64 open_flags_of(struct rec_hdr *h, __u8 flags_arg)
     return 0;
 }
 
+static __always_inline __u64 reg_arg(struct pt_regs *regs, __u8 i)
+{
+    switch (i) {
+    case 1: return regs->di;
+    case 2: return regs->si;
+    case 3: return regs->dx;
+    case 4: return regs->r10;
+    case 5: return regs->r8;
+    default: return regs->r9;
+    }
+}
+
+/* Is the fd in argument `fd_arg` (index + 1) a TCP socket? */
+static __always_inline int on_tcp_socket(struct task_struct *task, struct pt_regs *regs, __u8 fd_arg)
+{
+    struct file *fp = fd_file(task, (long)(int)reg_arg(regs, fd_arg));
+    if (!fp)
+        return 0;
+    struct file *f = core_cast(fp, struct file);
+    if ((f->f_inode->i_mode & S_IFMT) != S_IFSOCK)
+        return 0;
+    struct socket *sock = core_cast(f->private_data, struct socket);
+    return sock->sk->sk_protocol == 6;  /* IPPROTO_TCP */
+}
+
 /* The capture of one syscall exit, shared by the per-syscall tracepoint programs and the raw
  * sys_exit program. */
 static __always_inline int handle_exit(__u32 nr, long ret, struct pt_regs *regs)
@@ -586,10 +611,14 @@ static __always_inline int handle_exit(__u32 nr, long ret, struct pt_regs *regs)
     const struct sc_spec *sp = bpf_map_lookup_elem(&specs, &nr);
     if (!sp || !(sp->flags & S_ENABLED))
         return 0;
+    struct task_struct *task = bpf_get_current_task_btf();
+    if ((sp->flags & S_SKIP_TCP) && sp->fd_arg && sp->fd_arg <= 6 && on_tcp_socket(task, regs, sp->fd_arg)) {
+        count(3);  /* before any copying: a busy TCP server sends all the time */
+        return 0;
+    }
     struct scratch *s = scratch_get();
     if (!s)
         return 0;
-    struct task_struct *task = bpf_get_current_task_btf();
     struct rec_hdr *h = (struct rec_hdr *)s->rec;
     fill_header(h, task, REC_SYSCALL);
     h->nr = nr;
@@ -642,17 +671,8 @@ static __always_inline int handle_exit(__u32 nr, long ret, struct pt_regs *regs)
         fd = ret;
     else if ((flags & S_FD_ARG) && spec.fd_arg && spec.fd_arg <= 6)
         fd = (long)(int)h->args[(spec.fd_arg - 1) & 7];
-    if (fd >= 0) {
-        __u32 fd_at = off;
+    if (fd >= 0)
         off = put_fd(s, off, task, fd, flags & S_FD_PATH);
-        if ((flags & S_SKIP_TCP) && off != fd_at) {
-            struct fd_desc *d = (struct fd_desc *)rec_at(s, fd_at + sizeof(struct blob));
-            if ((d->mode & S_IFMT) == S_IFSOCK && d->proto == 6 /* IPPROTO_TCP */) {
-                count(3);
-                return 0;
-            }
-        }
-    }
     if ((flags & S_CWD) && ret == 0)
         off = put_path(off, B_CWD, (__u64)BPF_CORE_READ(task, fs, pwd.dentry), (__u64)BPF_CORE_READ(task, fs, pwd.mnt));
     send(s, off);
