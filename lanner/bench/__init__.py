@@ -203,8 +203,8 @@ def bench_scan_command(manifests: int, as_json: bool) -> None:
 @click.option("-r", "--rules", "rules_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Rules the agent runs (default: Falco's falco_rules.yaml).")
 @click.option("--seconds", default=3.0, show_default=True, help="Length of each timed run.")
-@click.option("--redis-requests", default=200_000, show_default=True,
-              help="redis-benchmark requests per run (0 skips redis).")
+@click.option("--redis-requests", default=100_000, show_default=True,
+              help="redis-benchmark requests per run, 3 runs off and 3 with the agent (0 skips redis).")
 @click.option("--json", "as_json", is_flag=True)
 def bench_sensor_command(rules_files: tuple[Path, ...], seconds: float, redis_requests: int, as_json: bool) -> None:
     """Live sensor cost: loops off / no-op BPF / agent, redis-benchmark, zero-drop rate, alert latency."""
