@@ -189,7 +189,8 @@ def redis_side_by_side(rules: list[Path], requests: int, rounds: int = 3) -> dic
     res: dict[str, Any] = {}
     for test in on:
         o, a = statistics.median(off.get(test, [0.0])), statistics.median(on[test])
-        res[test] = {"off": o, "agent": a, "ratio": a / o if o else None, "off_runs": off.get(test), "agent_runs": on[test]}
+        res[test] = {"off": o, "agent": a, "ratio": a / o if o else None, "off_runs": off.get(test),
+                     "agent_runs": on[test]}
     res["agent_dropped"] = dropped
     return res
 

@@ -86,11 +86,14 @@ class AgentProc:
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.stderr: list[str] = []
         assert self.proc.stderr is not None
-        line = self.proc.stderr.readline()
-        self.stderr.append(line)
+        while True:  # notices (e.g. syscalls this kernel cannot show) may come before "running"
+            line = self.proc.stderr.readline()
+            self.stderr.append(line)
+            if not line or "running" in line:
+                break
         if "running" not in line:
             self.proc.kill()
-            raise AssertionError(f"agent did not start: {line}{self.proc.stderr.read()}")
+            raise AssertionError(f"agent did not start: {''.join(self.stderr)}{self.proc.stderr.read()}")
         self.reader = threading.Thread(target=self._read_stderr, daemon=True)
         self.reader.start()
 
@@ -100,7 +103,8 @@ class AgentProc:
             self.stderr.append(line)
 
     def metrics_text(self) -> str:
-        return urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=5).read().decode()
+        body: bytes = urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=5).read()
+        return body.decode()
 
     def stop(self, sig: int = signal.SIGTERM) -> str:
         self.proc.send_signal(sig)
