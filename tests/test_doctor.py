@@ -106,11 +106,6 @@ def test_json_shape_and_exit(report: dict[str, Any]) -> None:
     assert all(c["verdict"] == "ok" for c in data["checks"] if c["required"])
 
 
-def test_quick(report: dict[str, Any]) -> None:
-    # Target < 2 s (measured ~0.8 s here); twice that leaves room for a busy 2-vCPU machine.
-    assert report["elapsed"] < 4.0
-
-
 def test_basics_match_machine(report: dict[str, Any]) -> None:
     checks = report["checks"]
     assert checks["root"]["verdict"] == "ok"
