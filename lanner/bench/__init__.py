@@ -211,3 +211,29 @@ def bench_sensor_command(rules_files: tuple[Path, ...], seconds: float, redis_re
     from lanner.bench.sensor import run
 
     run(rules_files, seconds, redis_requests, as_json)
+
+
+@bench_group.command("agent")
+@click.option("--idle-seconds", default=10.0, show_default=True, help="Window over which idle CPU is measured.")
+@click.option("--hours", default=24.0, show_default=True, help="Simulated hours of process churn.")
+@click.option("--rate", default=10.0, show_default=True, help="Short-lived processes per second in the churn.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_agent_command(idle_seconds: float, hours: float, rate: float, as_json: bool) -> None:
+    """The agent idle (CPU, RSS) and its memory after simulated hours of process churn."""
+    from lanner.bench.agent_footprint import churn, idle
+
+    if os.geteuid() != 0:
+        raise click.UsageError("lanner bench agent needs root (it runs the agent)")
+    res: dict[str, Any] = {"idle": idle(idle_seconds), "churn": churn(hours, rate),
+           "machine": f"{platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}",
+           "date": time.strftime("%Y-%m-%d")}
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    i, c = res["idle"], res["churn"]
+    click.echo(f"idle agent (default rules) over {i['seconds']} s: CPU {i['cpu_percent']} % of one core, "
+               f"RSS {i['rss_mib']} MiB")
+    click.echo(f"churn: {c['processes']:,} processes ({c['hours']} h at {c['processes_per_second']}/s), "
+               f"{c['records']:,} records in {c['elapsed_s']} s; RSS {c['rss_start_mib']} → {c['rss_end_mib']} MiB")
+    click.echo(f"  RSS samples (processes, MiB): {c['rss_samples']}")
+    click.echo(f"  state after: {c['state']}")
