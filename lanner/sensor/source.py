@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from lanner.events import Event
 from lanner.sensor import syscalls
+from lanner.sensor.enrich import ContainerEnricher, ContainerLookup
 from lanner.sensor.loader import Counters, KernelSensor
 from lanner.sensor.prefilter import Prefilter
 from lanner.sensor.records import Clock, RecordError, decode
@@ -36,6 +37,10 @@ class SourceCounters:
     """Records the state layer failed on (counted as lost)."""
     received: int = 0
     events: int = 0
+    without_metadata: int = 0
+    """Container events judged without container metadata (the runtime did not answer in time)."""
+    held: int = 0
+    """Container events waiting for metadata right now."""
 
     @property
     def lost(self) -> int:
@@ -48,11 +53,13 @@ class LiveSource:
     def __init__(self, event_types: Iterable[str] | None = None, *, ring_bytes: int = 16 << 20,
                  wakeup_bytes: int = 64 << 10, exclude_tgid: int | None = None,
                  cgroup_container: Callable[[int, int], str] | None = None,
-                 prefilter: Prefilter | None = None, raw: bool = False) -> None:
+                 prefilter: Prefilter | None = None, raw: bool = False,
+                 containers: ContainerLookup | None = None, metadata_wait_s: float = 2.0) -> None:
         self.syscalls = syscalls.select(None if event_types is None else set(event_types))
         self.clock = Clock()
         self.tracker = StateTracker(self.clock, cgroup_container=cgroup_container)
         self._pending: list[Event] = []
+        self.enricher = None if containers is None else ContainerEnricher(containers, wait_s=metadata_wait_s)
         self._undecodable = 0
         self._failed = 0
         self.first_failure: str | None = None
@@ -86,7 +93,10 @@ class LiveSource:
         if evt is not None:
             self._events += 1
             evt.num = self._events
-            self._pending.append(evt)
+            if self.enricher is None:
+                self._pending.append(evt)
+            else:
+                self._pending += self.enricher.add(evt)
 
     def reconfigure(self, event_types: Iterable[str] | None, prefilter: Prefilter | None) -> None:
         """Capture for other rules from now on (a reload); the state tables are kept."""
@@ -96,8 +106,14 @@ class LiveSource:
     def poll(self, timeout_ms: int = 2) -> list[Event]:
         """The events that arrived within timeout_ms (possibly none)."""
         self.kernel.poll(timeout_ms)
+        if self.enricher is not None and self.enricher.held:
+            self._pending += self.enricher.release()
         out, self._pending = self._pending, []
         return out
+
+    def flush_held(self) -> list[Event]:
+        """Events still waiting for container metadata, with what is known now (before a stop)."""
+        return [] if self.enricher is None else self.enricher.drain()
 
     def events(self, *, duration: float | None = None,
                stop: Callable[[], bool] | None = None) -> Iterator[Event]:
@@ -112,7 +128,9 @@ class LiveSource:
         k: Counters = self.kernel.counters()
         return SourceCounters(sent=k.sent, dropped=k.dropped, truncated=k.truncated, filtered=k.filtered,
                               undecodable=self._undecodable, failed=self._failed, received=self._received,
-                              events=self._events)
+                              events=self._events,
+                              without_metadata=0 if self.enricher is None else self.enricher.without_metadata,
+                              held=0 if self.enricher is None else self.enricher.held)
 
     def close(self) -> None:
         self.kernel.close()
