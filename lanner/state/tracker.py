@@ -133,6 +133,8 @@ class StateTracker:
         self.proc_root = proc_root.rstrip("/") or "/"
         self.cgroup_root = cgroup_root
         self._container = cgroup_container
+        self._cgroups: dict[int, int] = {}
+        """Last cgroup id seen per pid, to notice a process moving into a container's cgroup."""
         self.procs = ProcessTable(proc_root=self.proc_root, max_processes=max_processes)
         self.fds = FdTables(fds_per_process)
         self.users = users if users is not None else UserDirectory(proc_root=self.proc_root, host_root=host_root)
@@ -240,6 +242,12 @@ class StateTracker:
         if (p.uid != rec.uid or p.gid != rec.gid or p.loginuid != lu or p.ppid != ppid
                 or p.parent is not procs.get(ppid)):
             p = self._refresh(p, rec, lu)
+        if self._container is not None and rec.cgroup_id and self._cgroups.get(rec.pid) != rec.cgroup_id:
+            # first record of the process, or it moved (runc puts a container's init in its cgroup)
+            self._cgroups[rec.pid] = rec.cgroup_id
+            cid = self._container(rec.cgroup_id, rec.pid)
+            if cid != p.container_id:
+                p = self._replace(p, container_id=cid)
         return p
 
     def _refresh(self, p: Process, rec: Record, lu: int) -> Process:
@@ -304,6 +312,7 @@ class StateTracker:
         self.fds.fork(parent.pid, child_pid)
 
     def _on_exit(self, rec: Record) -> Event:
+        self._cgroups.pop(rec.pid, None)
         p = self.procs.remove(rec.pid)
         if p is None:
             p = self._header_process(rec)  # never read /proc for a dying process
