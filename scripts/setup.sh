@@ -5,8 +5,11 @@ cd "$(dirname "$0")/.."
 
 # python3-venv: the .venv. clang, bpftool, libbpf-dev, libelf-dev: building the CO-RE BPF objects
 # (libbpf1, loaded at run time, is already on Debian 12). redis-server/redis-tools: `lanner bench sensor`.
+# containerd (with runc), containernetworking-plugins, busybox-static: the container tests' private
+# containerd and its locally built images (tests/containers, ../shared/lab/CONTAINERD.md).
 need_apt=()
-for pkg in python3-venv clang bpftool libbpf-dev libelf-dev redis-server redis-tools; do
+for pkg in python3-venv clang bpftool libbpf-dev libelf-dev redis-server redis-tools \
+    containerd containernetworking-plugins busybox-static; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -28,6 +31,29 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -e '.[dev]'
     touch "$stamp"
+fi
+
+# CRI gRPC stubs: the importable package lanner_cri (api_pb2, api_pb2_grpc) under build/cri, made from
+# the shared api.proto by the installed grpcio-tools (generated code checks the grpcio and protobuf
+# versions at import, so it is regenerated when the proto or the installed packages change).
+# Users put build/cri on sys.path.
+SHARED=${LANNER_SHARED:-../shared}
+cri_proto="$SHARED/cri/api.proto"
+cri_done=build/cri/lanner_cri/api_pb2_grpc.py
+if [ ! -f "$cri_done" ] || [ "$cri_proto" -nt "$cri_done" ] || [ "$stamp" -nt "$cri_done" ]; then
+    if [ ! -f "$cri_proto" ]; then
+        echo "setup: $cri_proto not found (set LANNER_SHARED)" >&2
+        exit 2
+    fi
+    rm -rf build/cri.new
+    mkdir -p build/cri.new/proto/lanner_cri build/cri.new/lanner_cri
+    cp "$cri_proto" build/cri.new/proto/lanner_cri/api.proto
+    .venv/bin/python -m grpc_tools.protoc -I build/cri.new/proto --python_out=build/cri.new \
+        --grpc_python_out=build/cri.new --pyi_out=build/cri.new build/cri.new/proto/lanner_cri/api.proto
+    : > build/cri.new/lanner_cri/__init__.py
+    rm -rf build/cri
+    mv build/cri.new build/cri
+    echo "setup: CRI stubs generated in build/cri/lanner_cri"
 fi
 
 # The kernel file systems the sensor needs; absent on a fresh machine (see docs/install.md).
