@@ -27,6 +27,8 @@ from lanner.rules.ruleset import Ruleset
 from lanner.sensor.drops import DropMonitor
 from lanner.sensor.prefilter import Prefilter, for_conditions
 from lanner.sensor.source import LiveSource
+from lanner.state.cgroups import CgroupResolver
+from lanner.state.containers import ContainerDirectory
 from lanner.throttle import AlertThrottle
 
 
@@ -51,6 +53,7 @@ class Agent:
         self.metrics = AgentMetrics(self.snapshot)
         self.drops = DropMonitor(cfg.drop_alert_interval_s)
         self.source: LiveSource | None = None
+        self.directory: ContainerDirectory | None = None
         self.server: MetricsServer | None = None
         self._stop = False
         self._reload = False
@@ -71,8 +74,13 @@ class Agent:
         if self.cfg.metrics_listen:
             self.server = MetricsServer(self.metrics, self.cfg.metrics_listen)
             self.server.start()
+        cgroups, self.directory = self._containers()
         self.source = LiveSource(self.engine.event_types(), ring_bytes=self.cfg.ring_buffer_mb << 20,
-                                 prefilter=self._prefilter(self.engine), raw=self.cfg.raw_syscalls)
+                                 prefilter=self._prefilter(self.engine), raw=self.cfg.raw_syscalls,
+                                 cgroups=cgroups, containers=self.directory,
+                                 metadata_wait_s=self.cfg.container_metadata_wait_s)
+        if self.directory is not None:
+            self.directory.prefetch()
         missing = self.source.kernel.uncaptured
         if missing:
             self.log(f"this kernel has no exit tracepoint for {', '.join(missing)}: not captured "
@@ -80,6 +88,20 @@ class Agent:
         where = f", metrics on http://{self.server.address}/metrics" if self.server else ""
         self.log(f"running {len(self.engine.rules)} rules from {', '.join(self.cfg.rules_files)}; "
                  f"{len(self.source.syscalls)} syscalls captured{where}")
+
+    def _containers(self) -> tuple[CgroupResolver | None, ContainerDirectory | None]:
+        """Container ids from cgroups; metadata from the runtime when its socket and stubs are there."""
+        if not self.cfg.containers:
+            return None, None
+        from lanner.cri import CriClient, CriSetupError
+
+        resolver = CgroupResolver()
+        try:
+            directory = ContainerDirectory(CriClient(self.cfg.cri_socket or None))
+        except CriSetupError as exc:
+            self.log(f"container metadata off: {exc}")
+            return resolver, None
+        return resolver, directory
 
     def install_signals(self) -> None:
         def on_stop(signum: int, frame: FrameType | None) -> None:
@@ -127,8 +149,11 @@ class Agent:
         final = DropMonitor(interval_s=0).check(source.counters())
         if final is not None:
             self._send(final)
+        self._handle(source.flush_held())
         source.close()
         self.source = None
+        if self.directory is not None:
+            self.directory.close()
         complete = self.outputs.stop(self.cfg.shutdown_timeout_s)
         if self.server is not None:
             self.server.stop()
@@ -193,4 +218,6 @@ class Agent:
             out["kernel"] = {"sent": c.sent, "ring_buffer_full": c.dropped, "undecodable": c.undecodable,
                              "state_failure": c.failed, "filtered": c.filtered, "truncated": c.truncated}
             out["state"] = source.tracker.stats()
+            out["containers"] = {"without_metadata": c.without_metadata, "held": c.held,
+                                 **(self.directory.stats() if self.directory is not None else {})}
         return out

@@ -14,7 +14,10 @@ import click
 import yaml
 
 from lanner.engine import Engine
+from lanner.events import Event
 from lanner.rules.ruleset import Ruleset
+from lanner.state.cgroups import CgroupResolver
+from lanner.state.containers import ContainerDirectory
 
 
 def filter_ruleset(condition: str) -> Ruleset:
@@ -30,6 +33,17 @@ def _fail(rs: Ruleset, what: str) -> None:
     for m in rs.errors:
         click.echo(f"ERROR {what}: {m.message}", err=True)
     sys.exit(1)
+
+
+def container_context() -> tuple[CgroupResolver, ContainerDirectory | None]:
+    """Container ids from cgroups, and metadata from the container runtime when it is reachable."""
+    from lanner.cri import CriClient, CriSetupError
+
+    try:
+        return CgroupResolver(), ContainerDirectory(CriClient())
+    except CriSetupError as exc:
+        click.echo(f"lanner: container metadata off: {exc}", err=True)
+        return CgroupResolver(), None
 
 
 def event_types(engines: list[Engine]) -> set[str] | None:
@@ -87,7 +101,9 @@ def capture_command(out_path: str, duration: float | None, condition: str | None
 
     try:
         require_sensor()
-        source = LiveSource(types, ring_bytes=ring_bytes, prefilter=prefilter)
+        cgroups, directory = container_context()
+        source = LiveSource(types, ring_bytes=ring_bytes, prefilter=prefilter, cgroups=cgroups,
+                            containers=directory)
     except SensorError as exc:
         click.echo(f"lanner capture: {exc}", err=True)
         sys.exit(2)
@@ -104,23 +120,32 @@ def capture_command(out_path: str, duration: float | None, condition: str | None
     drops = DropMonitor()
     written = 0
     dumps = json.dumps
+
+    def write_all(events: list[Event]) -> int:
+        n = 0
+        for evt in events:
+            if filter_engine is not None and not filter_engine.match(evt):
+                continue
+            out.write(dumps(event_to_json(evt), separators=(",", ":"), ensure_ascii=False))
+            out.write("\n")
+            n += 1
+        return n
+
     what = "every supported event type" if types is None else f"{len(source.syscalls)} syscalls"
     click.echo(f"lanner capture: capturing {what} to {out_path}", err=True)
     end = None if duration is None else time.monotonic() + duration
     try:
         with source:
             while not stopping and (end is None or time.monotonic() < end):
-                for evt in source.poll():
-                    if filter_engine is not None and not filter_engine.match(evt):
-                        continue
-                    out.write(dumps(event_to_json(evt), separators=(",", ":"), ensure_ascii=False))
-                    out.write("\n")
-                    written += 1
+                written += write_all(source.poll())
                 alert = drops.check(source.counters())
                 if alert is not None:
                     click.echo(alert.output, err=True)
+            written += write_all(source.flush_held())
             counters = source.counters()
     finally:
+        if directory is not None:
+            directory.close()
         if out is not sys.stdout:
             out.close()
         else:

@@ -41,6 +41,13 @@ class Config:
     raw_syscalls: bool = False
     """One kernel program on every syscall exit instead of one per needed syscall: also sees
     syscalls without a tracepoint, at a cost on all syscalls (docs/sensor.md)."""
+    containers: bool = True
+    """Container and pod context from the cgroup and the container runtime (docs/containers.md)."""
+    cri_socket: str = ""
+    """The runtime's CRI socket; empty tries containerd's then CRI-O's default."""
+    container_metadata_wait_s: float = 2.0
+    """How long a new container's first events may wait for its metadata before they are judged
+    without it (counted)."""
     metrics_listen: str = "127.0.0.1:8765"
     """host:port of /metrics and /healthz; empty turns the endpoint off."""
     throttle_rule: Throttle = field(default_factory=lambda: Throttle(rate=50.0, burst=200))
@@ -57,7 +64,7 @@ class Config:
 
 _SCALARS: dict[str, tuple[type, ...]] = {
     "min_priority": (str,), "rule_matching": (str,), "ring_buffer_mb": (int,), "prefilter": (bool,),
-    "raw_syscalls": (bool,),
+    "raw_syscalls": (bool,), "containers": (bool,), "cri_socket": (str,), "container_metadata_wait_s": (int, float),
     "metrics_listen": (str,), "drop_alert_interval_s": (int, float), "shutdown_timeout_s": (int, float),
 }
 
@@ -152,7 +159,7 @@ def validate(cfg: Config, source: str = "configuration") -> None:
         _, sep, port = cfg.metrics_listen.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ConfigError(f"{source}: metrics_listen must be host:port, not {cfg.metrics_listen!r}")
-    for key in ("drop_alert_interval_s", "shutdown_timeout_s"):
+    for key in ("drop_alert_interval_s", "shutdown_timeout_s", "container_metadata_wait_s"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{source}: {key} must be >= 0")
 

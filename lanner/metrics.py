@@ -81,6 +81,16 @@ class AgentMetrics(Collector):
         yield rl
         yield GaugeMetricFamily("lanner_rules_loaded", "Enabled rules the engine evaluates.",
                                 value=snap.get("rules", 0))
+        ct = snap.get("containers", {})
+        yield CounterMetricFamily("lanner_events_without_container_metadata",
+                                  "Container events judged without container metadata (the runtime did not "
+                                  "answer in time).", value=ct.get("without_metadata", 0))
+        cs = GaugeMetricFamily("lanner_containers", "Container metadata directory: cached entries, lookups, "
+                               "failures, evictions.", labels=["stat"])
+        for name, n in sorted(ct.items()):
+            if name != "without_metadata":
+                cs.add_metric([name], n)
+        yield cs
         st = GaugeMetricFamily("lanner_state_entries", "Sizes of the state tables.", labels=["table"])
         for name, n in sorted(snap.get("state", {}).items()):
             st.add_metric([name], n)

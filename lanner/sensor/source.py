@@ -18,6 +18,7 @@ from lanner.sensor.loader import Counters, KernelSensor
 from lanner.sensor.prefilter import Prefilter
 from lanner.sensor.records import Clock, RecordError, decode
 from lanner.state import StateTracker
+from lanner.state.cgroups import CgroupResolver
 
 
 @dataclass(slots=True)
@@ -52,12 +53,17 @@ class LiveSource:
 
     def __init__(self, event_types: Iterable[str] | None = None, *, ring_bytes: int = 16 << 20,
                  wakeup_bytes: int = 64 << 10, exclude_tgid: int | None = None,
-                 cgroup_container: Callable[[int, int], str] | None = None,
+                 cgroups: CgroupResolver | None = None,
                  prefilter: Prefilter | None = None, raw: bool = False,
                  containers: ContainerLookup | None = None, metadata_wait_s: float = 2.0) -> None:
         self.syscalls = syscalls.select(None if event_types is None else set(event_types))
         self.clock = Clock()
-        self.tracker = StateTracker(self.clock, cgroup_container=cgroup_container)
+        self.cgroups = cgroups
+        if cgroups is None:
+            self.tracker = StateTracker(self.clock)
+        else:  # container ids from cgroup ids; the tracker stats the same cgroup2 mount for /proc seeding
+            self.tracker = StateTracker(self.clock, cgroup_container=cgroups.container_of,
+                                        cgroup_root=cgroups.root or "/sys/fs/cgroup")
         self._pending: list[Event] = []
         self.enricher = None if containers is None else ContainerEnricher(containers, wait_s=metadata_wait_s)
         self._undecodable = 0
