@@ -98,6 +98,8 @@ class ExecInfo:
     start_time: int
     """CLOCK_MONOTONIC ns."""
     exe_nlink: int
+    ovl: int
+    """overlayfs: 1 the executable is in the upper layer, 2 only in a lower one, 0 not overlayfs."""
 
 
 @dataclass(slots=True)
@@ -144,7 +146,7 @@ class Record:
         if raw is None or len(raw) < EXEC_INFO.size:
             return None
         v = EXEC_INFO.unpack_from(raw)
-        return ExecInfo(*v[:16])
+        return ExecInfo(*v)
 
 
 def split_nul(raw: bytes | None) -> list[str]:

@@ -503,7 +503,8 @@ class StateTracker:
         xraw = blobs.get(EXEC)
         if xraw is not None and len(xraw) >= EXEC_INFO.size:
             (tty, sid, vpgid, emode, euid, egid, _edev, _emagic, eino, ectime, emtime, capi, capp, cape,
-             start, nlink, _pad) = EXEC_INFO.unpack_from(xraw)
+             start, nlink, ovl) = EXEC_INFO.unpack_from(xraw)
+            q.exe_upper_layer, q.exe_lower_layer = ovl == 1, ovl == 2
             q.tty, q.sid, q.vpgid = tty, sid, vpgid
             q.cap_inheritable, q.cap_permitted, q.cap_effective = capi, capp, cape
             q.exe_ino, q.exe_ino_ctime, q.exe_ino_mtime = eino, ectime, emtime

@@ -465,6 +465,11 @@ __noinline __u32 put_exec(__u32 off, __u32 tid)
     x->exe_magic = BPF_CORE_READ(inode, i_sb, s_magic);
     x->exe_ino = BPF_CORE_READ(inode, i_ino);
     x->exe_nlink = BPF_CORE_READ(inode, __i_nlink);
+    if (x->exe_magic == 0x794c7630 /* OVERLAYFS_SUPER_MAGIC */ && bpf_core_type_exists(struct ovl_inode)) {
+        /* a file written (or copied up) after the container started lives in the upper layer */
+        struct ovl_inode *oi = container_of(inode, struct ovl_inode, vfs_inode);
+        x->ovl = BPF_CORE_READ(oi, __upperdentry) ? 1 : 2;
+    }
     if (bpf_core_field_exists(inode->i_ctime_sec)) {
         x->exe_ctime = BPF_CORE_READ(inode, i_ctime_sec) * 1000000000ULL + BPF_CORE_READ(inode, i_ctime_nsec);
         x->exe_mtime = BPF_CORE_READ(inode, i_mtime_sec) * 1000000000ULL + BPF_CORE_READ(inode, i_mtime_nsec);

@@ -75,7 +75,7 @@ struct exec_info {
     __u64 cap_inheritable, cap_permitted, cap_effective;
     __u64 start_time;             /* task start, CLOCK_MONOTONIC ns */
     __u32 exe_nlink;
-    __u32 pad;
+    __u32 ovl;                    /* overlayfs: 1 the file is in the upper layer, 2 only in a lower one */
 };
 
 /* What user space says about one syscall number (the table lives in records.py). */
