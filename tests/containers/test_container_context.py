@@ -6,7 +6,6 @@ pods are created after it started, so their first exec is the hard case."""
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -19,52 +18,21 @@ from lanner.state.cgroups import CgroupResolver
 from lanner.state.containers import ContainerDirectory
 from tests.containers.harness import Containerd, Pod
 from tests.kernel._fields import extract as x
+from tests.kernel.conftest import Live
 
 
-class ContainerLive:
+class ContainerLive(Live):
+    """The live sensor with container context, as the agent runs it."""
+
     def __init__(self, socket: str) -> None:
         self.directory = ContainerDirectory(CriClient(socket))
-        self.source = LiveSource(None, cgroups=CgroupResolver(), containers=self.directory)
-        self.events: list[Event] = []
-        self.received: dict[int, int] = {}
-        """Event number -> when user space got it (ns since the epoch)."""
-        self.cond = threading.Condition()
-        self.stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop:
-            batch = self.source.poll(5)
-            if batch:
-                now = time.time_ns()
-                with self.cond:
-                    for evt in batch:
-                        self.received[evt.num] = now
-                    self.events += batch
-                    self.cond.notify_all()
-
-    def wait_for(self, pred: Callable[[Event], bool], timeout: float = 15) -> Event:
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self.cond:
-            while True:
-                for evt in self.events[seen:]:
-                    if pred(evt):
-                        return evt
-                seen = len(self.events)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError("expected event not seen")
-                self.cond.wait(left)
+        super().__init__(LiveSource(None, cgroups=CgroupResolver(), containers=self.directory))
 
     def of(self, pod: Pod) -> Callable[[Event], bool]:
         return lambda e: e.proc is not None and e.proc.container_id == pod.container_id
 
     def close(self) -> None:
-        self.stop = True
-        self.thread.join(timeout=5)
-        self.source.close()
+        super().close()
         self.directory.close()
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from lanner.events import Event, Process
+from lanner.sensor.source import LiveSource
 from tests.conftest import ROOT, require_or_skip
 
 
@@ -31,11 +32,12 @@ def _ancestor_pids(proc: Process | None) -> Iterator[int]:
 class Live:
     """Collects every live event in a background thread; tests select the ones of their children."""
 
-    def __init__(self) -> None:
-        from lanner.sensor.source import LiveSource
-
-        self.source = LiveSource(None, raw=True)  # raw mode: also syscalls without a tracepoint
+    def __init__(self, source: LiveSource | None = None) -> None:
+        # raw mode by default: also the syscalls without a tracepoint of their own
+        self.source = source if source is not None else LiveSource(None, raw=True)
         self.events: list[Event] = []
+        self.received: dict[int, int] = {}
+        """Event number -> when user space got it (ns since the epoch)."""
         self.exited: set[int] = set()
         self.cond = threading.Condition()
         self.stopping = False
@@ -48,8 +50,10 @@ class Live:
             while not self.stopping:
                 batch = self.source.poll(5)
                 if batch:
+                    now = time.time_ns()
                     with self.cond:
                         for evt in batch:
+                            self.received[evt.num] = now
                             self.events.append(evt)
                             if evt.type == "procexit" and evt.proc is not None:
                                 self.exited.add(evt.proc.pid)
