@@ -187,6 +187,11 @@ def expect_alert(agents: Agents, agent: str, rule: str, pod: Pod, repository: st
                        "container.image.repository": repository, "k8s.pod.name": pod.name,
                        "k8s.ns.name": pod.namespace}, (rule, context, fields)
     assert alert["source"] == "syscall" and alert["output"], alert
+    # the same alert on every output and in the metrics, as for host behaviours (tests/kernel/test_agent_e2e.py)
+    wait_until(lambda: alert["output"] in a.stdout, f"{rule!r} on the {agent} agent's stdout", WAIT_S)
+    wait_until(lambda: alert in a.receiver.bodies, f"{rule!r} at the {agent} agent's HTTP receiver", WAIT_S)
+    key = ("lanner_alerts_total", (("priority", alert["priority"]), ("rule", rule)))
+    wait_until(lambda: a.metrics().get(key, 0) >= 1, f"{rule!r} counted in the {agent} agent's metrics", WAIT_S)
     return fields
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT
+from tests.kernel.test_agent import Receiver
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -46,23 +47,29 @@ class RulesAgent:
                  env: Mapping[str, str] | None = None) -> None:
         self.name = name
         self.metrics_addr = f"127.0.0.1:{free_port()}"
+        self.receiver = Receiver(free_port())  # a falcosidekick stand-in for the HTTP output
+        self.receiver.start()
         self.json_file = tmp / f"{name}-alerts.json"
         self.config = tmp / f"{name}.yaml"
         rules = "".join(f"  - {p}\n" for p in rules_files)
         self.config.write_text(
             "throttle_rule: {rate: 0, burst: 0}\nthrottle_container: {rate: 0, burst: 0}\nshutdown_timeout_s: 10\n"
             f"metrics_listen: '{self.metrics_addr}'\nrules_files:\n{rules}{extra_config}"
-            f"outputs:\n  - kind: file\n    path: {self.json_file}\n")
+            f"outputs:\n  - kind: file\n    path: {self.json_file}\n  - kind: stdout\n"
+            f"  - kind: http\n    url: http://127.0.0.1:{self.receiver.port}/\n")
         self.stderr: list[str] = []
+        self.stdout: list[str] = []
         self._alerts: list[dict[str, Any]] = []
         self._offset = 0
         self._lock = threading.Lock()
         t0 = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-m", "lanner", "run", "-c", str(self.config)], cwd=ROOT,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, **(env or {})})
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self._out_reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._out_reader.start()
         try:
             wait_until(lambda: self.proc.poll() is not None or any("running" in x for x in self.stderr),
                        f"the {name} agent's running line", timeout=90)
@@ -77,6 +84,11 @@ class RulesAgent:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.stderr.append(line.rstrip("\n"))
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.stdout.append(line.rstrip("\n"))
 
     def json_alerts(self) -> list[dict[str, Any]]:
         """Every complete line of the JSON file so far."""
@@ -105,6 +117,8 @@ class RulesAgent:
             self.proc.wait(10)
             raise
         self._reader.join(timeout=10)
+        self._out_reader.join(timeout=10)
+        self.receiver.stop()
         return rc
 
 
