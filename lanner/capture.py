@@ -134,13 +134,17 @@ def capture_command(out_path: str, duration: float | None, condition: str | None
     what = "every supported event type" if types is None else f"{len(source.syscalls)} syscalls"
     click.echo(f"lanner capture: capturing {what} to {out_path}", err=True)
     end = None if duration is None else time.monotonic() + duration
+    next_check = 0.0
     try:
         with source:
             while not stopping and (end is None or time.monotonic() < end):
                 written += write_all(source.poll())
-                alert = drops.check(source.counters())
-                if alert is not None:
-                    click.echo(alert.output, err=True)
+                now = time.monotonic()
+                if now >= next_check:  # the kernel's counters cost a few syscalls: once a second
+                    next_check = now + 1.0
+                    alert = drops.check(source.counters())
+                    if alert is not None:
+                        click.echo(alert.output, err=True)
             written += write_all(source.flush_held())
             counters = source.counters()
     finally:

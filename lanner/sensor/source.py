@@ -7,8 +7,7 @@ evaluates rules nor raises alerts (the agent does, from `counters()`).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lanner.events import Event
@@ -120,15 +119,6 @@ class LiveSource:
     def flush_held(self) -> list[Event]:
         """Events still waiting for container metadata, with what is known now (before a stop)."""
         return [] if self.enricher is None else self.enricher.drain()
-
-    def events(self, *, duration: float | None = None,
-               stop: Callable[[], bool] | None = None) -> Iterator[Event]:
-        """Events until `duration` seconds have passed or `stop()` returns true."""
-        end = None if duration is None else time.monotonic() + duration
-        while not (stop is not None and stop()):
-            if end is not None and time.monotonic() >= end:
-                break
-            yield from self.poll()
 
     def counters(self) -> SourceCounters:
         k: Counters = self.kernel.counters()
