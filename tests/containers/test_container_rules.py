@@ -45,9 +45,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.agent_support import Agent, wait_until
 from tests.conftest import ROOT, require_or_skip
 from tests.containers.harness import Containerd, Pod, busybox_rootfs
-from tests.containers.rules_support.agent import Listener, RulesAgent, wait_until
+from tests.containers.rules_support.agent import Listener
 
 DEFAULT_RULES = ROOT / "lanner" / "rules" / "default" / "lanner_rules.yaml"
 FALCO_RULES = Path("/work/shared/falco/rules/falco_rules.yaml")
@@ -104,12 +105,12 @@ STANDIN_SCRIPT = "#!/bin/sh\n# a harmless stand-in with the name a rule looks fo
 
 @dataclass
 class Agents:
-    lanner: RulesAgent
-    falco: RulesAgent
+    lanner: Agent
+    falco: Agent
     api: Listener
 
-    def of(self, name: str) -> RulesAgent:
-        agent: RulesAgent = getattr(self, name)
+    def of(self, name: str) -> Agent:
+        agent: Agent = getattr(self, name)
         return agent
 
 
@@ -132,10 +133,11 @@ def agents(kernel_ready: None, containerd: Containerd, tmp_path_factory: pytest.
     hosts = tmp / "hosts"
     hosts.write_text(f"127.0.0.1 localhost\n{API_HOST} {K8S_API_DOMAIN}\n")
     config = f"cri_socket: '{containerd.socket}'\ncontainers: true\nraw_syscalls: true\n"
-    started: list[RulesAgent] = []
+    started: list[Agent] = []
     try:
-        started.append(RulesAgent(tmp, "lanner", [DEFAULT_RULES, extra], config))
-        started.append(RulesAgent(tmp, "falco", [FALCO_RULES], config, env={"LANNER_HOSTS_FILE": str(hosts)}))
+        started.append(Agent(tmp, "lanner", config, rules_files=[DEFAULT_RULES, extra], receiver=True))
+        started.append(Agent(tmp, "falco", config, rules_files=[FALCO_RULES], receiver=True,
+                             env={"LANNER_HOSTS_FILE": str(hosts)}))
         yield Agents(started[0], started[1], api)
     finally:
         rcs = {a.name: a.stop() for a in started}
@@ -189,7 +191,9 @@ def expect_alert(agents: Agents, agent: str, rule: str, pod: Pod, repository: st
     assert alert["source"] == "syscall" and alert["output"], alert
     # the same alert on every output and in the metrics, as for host behaviours (tests/kernel/test_agent_e2e.py)
     wait_until(lambda: alert["output"] in a.stdout, f"{rule!r} on the {agent} agent's stdout", WAIT_S)
-    wait_until(lambda: alert in a.receiver.bodies, f"{rule!r} at the {agent} agent's HTTP receiver", WAIT_S)
+    receiver = a.receiver
+    assert receiver is not None
+    wait_until(lambda: alert in receiver.bodies, f"{rule!r} at the {agent} agent's HTTP receiver", WAIT_S)
     key = ("lanner_alerts_total", (("priority", alert["priority"]), ("rule", rule)))
     wait_until(lambda: a.metrics().get(key, 0) >= 1, f"{rule!r} counted in the {agent} agent's metrics", WAIT_S)
     return fields

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,12 +12,12 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.agent_support import Receiver, free_port
 from tests.conftest import ROOT, require_or_skip
 
 MARK_RULE = """
@@ -29,48 +28,6 @@ MARK_RULE = """
   priority: WARNING
   tags: [test]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Receiver:
-    """A falcosidekick stand-in: collects the JSON bodies POSTed to it; can be stopped and restarted."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.bodies: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        self.server: HTTPServer | None = None
-
-    def start(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver.lock:
-                    receiver.bodies.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        HTTPServer.allow_reuse_address = True
-        self.server = HTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        assert self.server is not None
-        self.server.shutdown()
-        self.server.server_close()
-        self.server = None
 
 
 class AgentProc:

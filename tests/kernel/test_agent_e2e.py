@@ -32,10 +32,7 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
-import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,21 +41,19 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.agent_support import Agent, Receiver, free_port, wait_until
 from tests.conftest import ROOT, require_or_skip
-from tests.kernel.test_agent import Receiver, free_port
 
 DEFAULT_RULES = ROOT / "lanner" / "rules" / "default" / "lanner_rules.yaml"
 ACT = str(Path(__file__).with_name("e2e") / "act.py")
 PY = "/usr/bin/python3"
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-WAIT_S = 20.0  # generous: an alert normally shows up in a few milliseconds
 TAG = f"lanner-e2e-{uuid.uuid4().hex[:10]}"  # in every file and program name this module creates
 OUTBOUND_ADDR = "198.51.100.7"  # TEST-NET-2: not internal for the rule; only on a private namespace's lo
 
-# Rules that can only fire for a process in a container (container.id != host): they wait for container
-# context in the agent (a later work item) and are not performed here.
+# Rules that can only fire for a process in a container (container.id != host): performed in real
+# pods, through the agent and its four channels, by tests/containers/test_container_rules.py.
 CONTAINER_RULES: dict[str, str] = {
     "Drifted binary executed in container": "needs container.id != host and an overlayfs upper layer",
     "Interactive shell in container": "needs container.id != host (a shell started by the container runtime)",
@@ -78,90 +73,6 @@ NOT_ON_THIS_KERNEL: dict[str, str] = {
 
 # --------------------------------------------------------------------------------------------------
 # The agent and its channels
-
-
-def wait_until(pred: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    """Poll `pred` until it returns something truthy (returned); fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.05)
-
-
-class Agent:
-    """`python -m lanner run -c CONFIG` as a subprocess; stdout and stderr collected line by line."""
-
-    def __init__(self, tmp: Path, name: str, extra_config: str = "", outputs: str = "") -> None:
-        self.metrics_addr = f"127.0.0.1:{free_port()}"
-        self.json_file = tmp / f"{name}-alerts.json"
-        self.config = tmp / f"{name}.yaml"
-        self.config.write_text(
-            "throttle_rule: {rate: 0, burst: 0}\nthrottle_container: {rate: 0, burst: 0}\nshutdown_timeout_s: 10\n"
-            f"metrics_listen: '{self.metrics_addr}'\n{extra_config}"
-            f"outputs:\n  - kind: stdout\n  - kind: file\n    path: {self.json_file}\n{outputs}")
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self._alerts: list[dict[str, Any]] = []
-        self._offset = 0
-        self._lock = threading.Lock()
-        t0 = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "lanner", "run", "-c", str(self.config)], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self._readers = [threading.Thread(target=self._read, args=(s, d), daemon=True)
-                         for s, d in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))]
-        for t in self._readers:
-            t.start()
-        try:
-            wait_until(lambda: self.proc.poll() is not None or any("running" in x for x in self.stderr),
-                       "the agent's running line", timeout=60)
-        except AssertionError:
-            self.proc.kill()
-            raise
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the agent exited {self.proc.returncode}: {''.join(self.stderr)}")
-        self.start_s = time.monotonic() - t0
-
-    @staticmethod
-    def _read(stream: Any, into: list[str]) -> None:
-        for line in stream:
-            into.append(line.rstrip("\n"))
-
-    def json_alerts(self) -> list[dict[str, Any]]:
-        """Every complete line of the JSON file so far (read incrementally)."""
-        with self._lock:
-            if self.json_file.exists():
-                with self.json_file.open("rb") as f:
-                    f.seek(self._offset)
-                    data = f.read()
-                end = data.rfind(b"\n") + 1
-                self._offset += end
-                self._alerts += [json.loads(x) for x in data[:end].splitlines() if x.strip()]
-            return list(self._alerts)
-
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """The /metrics samples: (name, sorted labels) -> value."""
-        text = urllib.request.urlopen(f"http://{self.metrics_addr}/metrics", timeout=5).read().decode()
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for fam in text_string_to_metric_families(text) for s in fam.samples}
-
-    def alerts_counted(self, rule: str, priority: str) -> float:
-        return self.metrics().get(("lanner_alerts_total", (("priority", priority), ("rule", rule))), 0.0)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-        for t in self._readers:
-            t.join(timeout=10)
-        return rc
 
 
 @dataclass
