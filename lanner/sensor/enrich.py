@@ -9,7 +9,7 @@ judged without it. Host events never wait.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -29,6 +29,10 @@ class ContainerEnricher:
         self.max_held = max_held
         self.clock = clock
         self._held: dict[str, deque[tuple[float, Event]]] = {}
+        self._known: OrderedDict[str, Container] = OrderedDict()
+        """Metadata seen lately, so a removed container's last events (its processes exiting while
+        it is torn down, after the runtime forgot it) keep their context."""
+        self.max_known = 4096
         self.held = 0
         self.without_metadata = 0
         """Container events passed on without metadata (the runtime did not answer in time)."""
@@ -41,7 +45,7 @@ class ContainerEnricher:
             return [evt]
         queue = self._held.get(cid)
         if queue is None:  # nothing of this container waiting: it goes now if the metadata is known
-            c = self.lookup.get(cid)
+            c = self._get(cid)
             if c is not None:
                 evt.container = c
                 return [evt]
@@ -57,7 +61,7 @@ class ContainerEnricher:
         out: list[Event] = []
         now = self.clock()
         for cid in list(self._held):
-            c = self.lookup.get(cid)
+            c = self._get(cid)
             if c is not None:
                 out += self._flush(cid, c)
             elif self._held[cid][0][0] <= now:
@@ -79,5 +83,17 @@ class ContainerEnricher:
         """Everything held, with what is known now (a stop)."""
         out: list[Event] = []
         for cid in list(self._held):
-            out += self._flush(cid, self.lookup.get(cid))
+            out += self._flush(cid, self._get(cid))
         return out
+
+    def _get(self, cid: str) -> Container | None:
+        c = self.lookup.get(cid)
+        known = self._known
+        if c is None:
+            return known.get(cid)
+        if known.get(cid) is not c:
+            known[cid] = c
+            known.move_to_end(cid)
+            if len(known) > self.max_known:
+                known.popitem(last=False)
+        return c

@@ -74,7 +74,8 @@ class ContainerDirectory:
     """Container id → ``Container``, cached (at most ``max_entries``, oldest first out) and filled by
     ``workers`` background threads from ``client``. Thread-safe.
 
-    ``lookup_timeout_s``: deadline of one lookup (all its runtime calls). ``retry_s``/``max_retry_s``:
+    ``lookup_timeout_s``: deadline of one lookup (all its runtime calls). ``retry_s``/``max_retry_s``
+    (a short first wait: a container's first processes run before the runtime lists it, for ~0.1 s):
     first and longest wait before an id (NOT_FOUND, error) or the runtime (error) is asked again,
     doubling in between. ``refresh_interval_s``: how often the runtime's container list is read to
     evict removed containers (0 disables it). ``max_pending``: bound of the lookup queue. The
@@ -83,7 +84,7 @@ class ContainerDirectory:
 
     def __init__(self, client: ContainerSource, *, lookup_timeout_s: float = DEFAULT_LOOKUP_TIMEOUT_S,
                  max_entries: int = DEFAULT_MAX_CONTAINERS, refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
-                 retry_s: float = 1.0, max_retry_s: float = 60.0, max_pending: int = 1024, workers: int = 1,
+                 retry_s: float = 0.05, max_retry_s: float = 60.0, max_pending: int = 1024, workers: int = 1,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.lookup_timeout_s = lookup_timeout_s

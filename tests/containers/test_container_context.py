@@ -119,3 +119,13 @@ def test_metadata_latency(live: ContainerLive, containerd: Containerd) -> None:
     print(f"\nfirst exec of a new container to its event with metadata: p50 {statistics.median(delays):.1f} ms, "
           f"p99/max {delays[-1]:.1f} ms over {len(delays)} pods")
 
+
+
+def test_no_event_was_judged_without_metadata(live: ContainerLive) -> None:
+    """Through the whole module (pods created, exec'd into, removed): every container event the
+    sensor saw had its metadata. Only this suite's containerd may run containers meanwhile."""
+    c = live.source.counters()
+    with live.cond:
+        blind = sorted({(e.proc.container_id[:12], e.type, e.proc.name) for e in live.events
+                        if e.proc is not None and e.proc.container_id and e.container is None})[:15]
+    assert c.without_metadata == 0, (c, blind)

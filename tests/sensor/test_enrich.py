@@ -60,3 +60,14 @@ def test_bounded() -> None:
     out = e.add(ev(4))                      # over the bound: the oldest container goes on as it is
     assert [x.num for x in out] == [1] and e.held == 3 and e.without_metadata == 1
     assert sorted(x.num for x in e.drain()) == [2, 3, 4] and e.held == 0
+
+
+def test_a_removed_containers_last_events_keep_its_metadata() -> None:
+    lk = Lookup()
+    e = ContainerEnricher(lk)
+    lk.known[CID] = Container(id=CID, name="web")
+    assert e.add(ev(1))[0].container is not None
+    del lk.known[CID]                       # the runtime forgot it (removed); its processes still exit
+    late = e.add(ev(2))
+    assert [x.num for x in late] == [2] and late[0].container is not None and late[0].container.name == "web"
+    assert e.without_metadata == 0
