@@ -25,6 +25,8 @@ class _LazyGroup(click.Group):
         "run": ("lanner.run", "run_command", "Run the agent: live events, rules, alerts, metrics."),
         "config": ("lanner.run", "config_group", "Show the agent's effective configuration."),
         "doctor": ("lanner.doctor", "doctor_command", "Report what this kernel and machine allow."),
+        "simulate": ("lanner.simulate.cli", "simulate_command",
+                     "Perform safe suspicious actions and check they were detected."),
     }
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

@@ -1,0 +1,1 @@
+"""``lanner simulate``: perform safe, real versions of suspicious behaviour and check the agent caught it."""
