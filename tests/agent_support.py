@@ -19,9 +19,19 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require_or_skip
 
 WAIT_S = 20.0
+
+
+def require_agent_machine() -> None:
+    """Root, BTF and the built BPF objects, or skip (fail under LANNER_REQUIRE_KERNEL=1)."""
+    if os.geteuid() != 0:
+        require_or_skip("the agent needs root")
+    if not Path("/sys/kernel/btf/vmlinux").exists():
+        require_or_skip("the sensor needs BTF (/sys/kernel/btf/vmlinux)")
+    if not (ROOT / "build" / "bpf" / "sensor.bpf.o").exists():
+        require_or_skip("BPF objects not built (make setup)")
 
 
 def free_port() -> int:

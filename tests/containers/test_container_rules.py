@@ -34,7 +34,6 @@ each file whose condition requires a container (its container macro, not negated
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -45,8 +44,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.agent_support import Agent, wait_until
-from tests.conftest import ROOT, require_or_skip
+from tests.agent_support import Agent, require_agent_machine, wait_until
+from tests.conftest import ROOT
 from tests.containers.harness import Containerd, Pod, busybox_rootfs
 from tests.containers.rules_support.agent import Listener
 
@@ -116,12 +115,7 @@ class Agents:
 
 @pytest.fixture(scope="module")
 def kernel_ready() -> None:
-    if os.geteuid() != 0:
-        require_or_skip("the agent needs root")
-    if not Path("/sys/kernel/btf/vmlinux").exists():
-        require_or_skip("the sensor needs BTF (/sys/kernel/btf/vmlinux)")
-    if not (ROOT / "build" / "bpf" / "sensor.bpf.o").exists():
-        require_or_skip("BPF objects not built (make setup)")
+    require_agent_machine()
 
 
 @pytest.fixture(scope="module")

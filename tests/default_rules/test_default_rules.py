@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from lanner.alert import Alert
-from lanner.engine import Engine
-from lanner.eventfile import read_events
 from lanner.rules import Ruleset, load
 from lanner.rules.default import RULES_FILE
 from lanner.sensor.syscalls import SYSCALLS
+from tests.rules import near_miss
+from tests.rules.near_miss import false_clauses, replay
 
 HERE = Path(__file__).resolve().parent
 EVENTS_DIR = HERE / "events"
@@ -300,65 +298,15 @@ def rule_items() -> list[dict[str, Any]]:
     return [item for item in items() if "rule" in item]
 
 
-def top_level_clauses(condition: str) -> list[str]:
-    """Split a condition on its top-level ``and`` (outside parentheses and quotes)."""
-    text = " ".join(condition.split())
-    clauses: list[str] = []
-    depth, quote, start, i = 0, "", 0, 0
-    while i < len(text):
-        c = text[i]
-        if quote:
-            if c == "\\":
-                i += 1
-            elif c == quote:
-                quote = ""
-        elif c in "\"'":
-            quote = c
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif depth == 0 and text.startswith(" and ", i):
-            clauses.append(text[start:i].strip())
-            start = i + len(" and ")
-            i = start
-            continue
-        i += 1
-    clauses.append(text[start:].strip())
-    return clauses
-
-
-def clause_rule_name(rule: str, index: int) -> str:
-    return f"{rule} :: clause {index}"
-
-
 @functools.cache
 def clause_ruleset() -> tuple[Ruleset, dict[str, list[str]]]:
     """The default rules plus one DEBUG rule per top-level clause of every rule's condition."""
-    clauses = {str(item["rule"]): top_level_clauses(str(item["condition"])) for item in rule_items()}
-    extra = [
-        {"rule": clause_rule_name(rule, i), "desc": "one clause", "condition": clause,
-         "output": "clause", "priority": "DEBUG"}
-        for rule, parts in clauses.items() for i, clause in enumerate(parts)
-    ]
-    return load([RULES_FILE, yaml.safe_dump(extra, sort_keys=False, width=1 << 16)]), clauses
+    return near_miss.clause_ruleset(RULES_FILE, rule_items())
 
 
 @pytest.fixture(scope="module")
 def ruleset() -> Ruleset:
     return load([RULES_FILE])
-
-
-def replay(ruleset: Ruleset, path: Path, rule_matching: str = "all") -> Iterator[Alert]:
-    engine = Engine(ruleset, rule_matching=rule_matching)
-    for evt in read_events(path):
-        yield from engine.process(evt)
-
-
-def false_clauses(ruleset: Ruleset, clauses: list[str], rule: str, path: Path) -> list[str]:
-    """The clauses of ``rule`` that no event of ``path`` satisfies."""
-    matched = {a.rule for a in replay(ruleset, path)}
-    return [c for i, c in enumerate(clauses) if clause_rule_name(rule, i) not in matched]
 
 
 def _params() -> list[Any]:

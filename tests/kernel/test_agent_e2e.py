@@ -42,7 +42,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.agent_support import Agent, Receiver, free_port, wait_until
+from tests.agent_support import Agent, Receiver, free_port, require_agent_machine, wait_until
 from tests.conftest import ROOT, require_or_skip
 
 DEFAULT_RULES = ROOT / "lanner" / "rules" / "default" / "lanner_rules.yaml"
@@ -87,12 +87,7 @@ class E2E:
 
 @pytest.fixture(scope="module")
 def kernel_ready() -> None:
-    if os.geteuid() != 0:
-        require_or_skip("the agent needs root")
-    if not Path("/sys/kernel/btf/vmlinux").exists():
-        require_or_skip("the sensor needs BTF (/sys/kernel/btf/vmlinux)")
-    if not (ROOT / "build" / "bpf" / "sensor.bpf.o").exists():
-        require_or_skip("BPF objects not built (make setup)")
+    require_agent_machine()
 
 
 @pytest.fixture(scope="module")

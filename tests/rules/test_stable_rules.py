@@ -25,10 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
-from lanner.alert import Alert
-from lanner.engine import Engine
-from lanner.eventfile import read_events
 from lanner.rules import Ruleset, dns, load
+from tests.rules import near_miss
+from tests.rules.near_miss import false_clauses, replay
 
 HERE = Path(__file__).resolve().parent
 STABLE_DIR = HERE / "stable"
@@ -291,54 +290,10 @@ def rules_in_file() -> dict[str, str]:
     return {str(item["rule"]): str(item["priority"]).strip() for item in rule_items()}
 
 
-def top_level_clauses(condition: str) -> list[str]:
-    """Split a condition on its top-level ``and`` (outside parentheses and quotes)."""
-    text = " ".join(condition.split())
-    clauses: list[str] = []
-    depth, quote, start, i = 0, "", 0, 0
-    while i < len(text):
-        c = text[i]
-        if quote:
-            if c == "\\":
-                i += 1
-            elif c == quote:
-                quote = ""
-        elif c in "\"'":
-            quote = c
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif depth == 0 and text.startswith(" and ", i):
-            clauses.append(text[start:i].strip())
-            start = i + len(" and ")
-            i = start
-            continue
-        i += 1
-    clauses.append(text[start:].strip())
-    return clauses
-
-
-def clause_rule_name(rule: str, index: int) -> str:
-    return f"{rule} :: clause {index}"
-
-
 @functools.cache
 def clause_ruleset() -> tuple[Ruleset, dict[str, list[str]]]:
     """falco_rules.yaml plus one DEBUG rule per top-level clause of every rule's condition."""
-    clauses = {str(item["rule"]): top_level_clauses(str(item["condition"])) for item in rule_items()}
-    extra = [
-        {"rule": clause_rule_name(rule, i), "desc": "one clause", "condition": clause,
-         "output": "clause", "priority": "DEBUG"}
-        for rule, items in clauses.items() for i, clause in enumerate(items)
-    ]
-    return load([RULES_FILE, yaml.safe_dump(extra, sort_keys=False, width=1 << 16)]), clauses
-
-
-def false_clauses(ruleset: Ruleset, clauses: list[str], rule: str, path: Path) -> list[str]:
-    """The clauses of ``rule`` that no event of ``path`` satisfies."""
-    matched = {a.rule for a in replay(ruleset, path)}
-    return [c for i, c in enumerate(clauses) if clause_rule_name(rule, i) not in matched]
+    return near_miss.clause_ruleset(RULES_FILE, rule_items())
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -356,12 +311,6 @@ def ruleset() -> Ruleset:
     if not RULES_FILE.is_file():
         pytest.fail(f"reference rules file not found: {RULES_FILE} (set LANNER_FALCO_RULES)")
     return load([RULES_FILE])
-
-
-def replay(ruleset: Ruleset, path: Path) -> Iterator[Alert]:
-    engine = Engine(ruleset, rule_matching="all")
-    for evt in read_events(path):
-        yield from engine.process(evt)
 
 
 def test_every_rule_has_event_files() -> None:
