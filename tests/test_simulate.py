@@ -77,8 +77,8 @@ def test_list() -> None:
 def test_unknown_action_and_in_pod_are_environment_errors() -> None:
     res = CliRunner().invoke(cli, ["simulate", "NoSuchAction"])
     assert res.exit_code == 2 and "unknown action" in res.output
-    res = CliRunner().invoke(cli, ["simulate", "--in-pod"])
-    assert res.exit_code == 2 and "not available yet" in res.output
+    res = CliRunner().invoke(cli, ["simulate", "--in-pod", "--cri-socket", "/nonexistent.sock"])
+    assert res.exit_code == 2 and "no CRI socket at /nonexistent.sock" in res.output
 
 
 def test_no_agent_is_exit_2_with_a_hint() -> None:

@@ -366,7 +366,7 @@ def _stdio(ws: Workspace) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Container-only: the rules need container.id != host (run them with --in-pod, not available yet)
+# Container-only: the rules need container.id != host (--in-pod performs them in a pod: lanner/simulate/pod.py)
 
 container_action("DropAndExecuteNewBinaryInContainer", "copy ls into the container's /bin and run it",
                  falco="Drop and execute new binary in container", lanner="Drifted binary executed in container",

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from lanner.simulate.actions import ACTIONS, Action, Workspace
+from lanner.simulate.pod import DEFAULT_IMAGE, PodError, run_in_pod
 from lanner.simulate.verify import AgentUnavailable, Metrics, Result, StartedAgent, perform_and_await, rule_names
 
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default" / "lanner_rules.yaml"
@@ -70,11 +71,17 @@ def summary(results: list[Result]) -> dict[str, object]:
 @click.option("-r", "--rules", "rules_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Rules files the agent runs (with --start-agent: loaded; default Lanner's default rules). "
                    "Actions whose rules are not in them are skipped.")
-@click.option("--in-pod", is_flag=True, help="Run the container-only actions in a throwaway pod (not available yet).")
+@click.option("--in-pod", is_flag=True,
+              help="Run the container-only actions in a throwaway pod made through the CRI (removed afterwards).")
+@click.option("--cri-socket", default=None, help="With --in-pod: the runtime's CRI socket (default: containerd's, "
+                                                 "then CRI-O's). --start-agent gives it to the agent too.")
+@click.option("--image", default=DEFAULT_IMAGE, show_default=True,
+              help="With --in-pod: the pod's image; on a real node, one present there (busybox-like tools).")
 @click.option("--timeout", "timeout_s", default=10.0, show_default=True,
               help="Seconds to wait for an alert after an action finished.")
 def simulate_command(actions: tuple[str, ...], list_: bool, as_json: bool, metrics_url: str, start_agent: bool,
-                     rules_files: tuple[str, ...], in_pod: bool, timeout_s: float) -> None:
+                     rules_files: tuple[str, ...], in_pod: bool, cri_socket: str | None, image: str,
+                     timeout_s: float) -> None:
     """Perform safe, real versions of suspicious behaviour and check the agent detected each one.
 
     Exit 0 when every action performed was detected, 1 when one was missed, 2 on an environment error.
@@ -82,21 +89,26 @@ def simulate_command(actions: tuple[str, ...], list_: bool, as_json: bool, metri
     if list_:
         _list(as_json)
         return
-    if in_pod:
-        click.echo("lanner simulate: --in-pod is not available yet; the container rules are shown by "
-                   "tests/containers/test_container_rules.py", err=True)
-        sys.exit(2)
     unknown = [a for a in actions if a not in ACTIONS]
     if unknown:
         click.echo(f"lanner simulate: unknown action(s): {', '.join(unknown)} (see --list)", err=True)
         sys.exit(2)
-    chosen = [ACTIONS[a] for a in actions] if actions else sorted(ACTIONS.values(), key=lambda a: a.name)
+    if in_pod and cri_socket and not os.path.exists(cri_socket):
+        click.echo(f"lanner simulate: --in-pod: no CRI socket at {cri_socket}", err=True)
+        sys.exit(2)
+    if actions:
+        chosen = [ACTIONS[a] for a in actions]
+    else:
+        chosen = sorted((a for a in ACTIONS.values() if a.container_only or not in_pod), key=lambda a: a.name)
     if os.geteuid() != 0:
         click.echo("lanner simulate: needs root (the actions read /etc/shadow, write below /etc, use namespaces)",
                    err=True)
         sys.exit(2)
     rules = list(rules_files) or ([str(DEFAULT_RULES)] if start_agent else [])
     loaded = rule_names(rules) if rules else None
+    if in_pod:
+        _report(_in_pod(chosen, loaded, rules, cri_socket, image, start_agent, metrics_url, timeout_s), as_json)
+        return
     agent: StartedAgent | None = None
     try:
         if start_agent:
@@ -127,6 +139,22 @@ def simulate_command(actions: tuple[str, ...], list_: bool, as_json: bool, metri
         ws.cleanup()
         if agent is not None:
             agent.stop()
+    _report(results, as_json)
+
+
+def _in_pod(chosen: list[Action], loaded: set[str] | None, rules: list[str], cri_socket: str | None, image: str,
+            start_agent: bool, metrics_url: str, timeout_s: float) -> list[Result]:
+    try:
+        return run_in_pod([(a, _expected(a, loaded)) for a in chosen], socket_path=cri_socket, image=image,
+                          start_agent=start_agent, rules=rules, metrics_url=metrics_url, timeout_s=timeout_s)
+    except AgentUnavailable as exc:
+        click.echo(f"lanner simulate: {exc}; {NO_AGENT_HELP}", err=True)
+    except PodError as exc:
+        click.echo(f"lanner simulate: --in-pod: {exc}", err=True)
+    sys.exit(2)
+
+
+def _report(results: list[Result], as_json: bool) -> None:
     summ = summary(results)
     if as_json:
         click.echo(json.dumps({"results": [r.to_dict() for r in results], "summary": summ}, indent=2))

@@ -13,9 +13,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -153,12 +154,15 @@ class StartedAgent:
     """`python -m lanner run` for the duration of a simulation: the given rules, throttling off, every rule
     matching an event raised (rule_matching: all), metrics on a free loopback port, alerts to a file."""
 
-    def __init__(self, rules_files: Sequence[str], start_timeout_s: float = 120.0) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="lanner-simulate-agent-"))
+    def __init__(self, rules_files: Sequence[str], start_timeout_s: float = 120.0, *,
+                 workdir: Path | None = None, config: Mapping[str, Any] | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        """`config` adds keys to the agent's configuration, `env` to its environment."""
+        self.dir = workdir or Path(tempfile.mkdtemp(prefix="lanner-simulate-agent-"))
         port = _free_port()
         self.metrics_url = f"http://127.0.0.1:{port}"
-        config = self.dir / "agent.yaml"
-        config.write_text(yaml.safe_dump({
+        config_file = self.dir / "agent.yaml"
+        config_file.write_text(yaml.safe_dump({
             "rules_files": [str(Path(p).resolve()) for p in rules_files],
             "rule_matching": "all",
             "throttle_rule": {"rate": 0, "burst": 0},
@@ -166,12 +170,13 @@ class StartedAgent:
             "metrics_listen": f"127.0.0.1:{port}",
             "shutdown_timeout_s": 10,
             "outputs": [{"kind": "file", "path": str(self.dir / "alerts.json")}],
+            **(config or {}),
         }))
         self.stderr_path = self.dir / "agent.stderr"
         with self.stderr_path.open("w") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "lanner", "run", "-c", str(config)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "lanner", "run", "-c", str(config_file)],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                         start_new_session=True)
+                                         start_new_session=True, env={**os.environ, **(env or {})})
         metrics = Metrics(self.metrics_url)
         deadline = time.monotonic() + start_timeout_s
         while True:
