@@ -5,6 +5,10 @@ The pod is made as kubelet makes one (RunPodSandbox with the io.kubernetes.pod.*
 each action is one ExecSync of ``sh -c SCRIPT`` in its container, and the pod is always removed at the end:
 container, sandbox and the pod's cgroup folders (kubelet's job, which runc leaves undone).
 
+ExecSync gives no terminal, so the TTY action (an interactive shell) goes another way when the runtime is
+containerd and ``ctr`` is installed: ``ctr tasks exec --tty`` in the same container (namespace k8s.io; the CRI socket
+is containerd's API socket too), under a pseudo-terminal of this process, as ``kubectl exec -it`` would.
+
 Everything an action makes lives in a ``mktemp -d`` folder inside the container (removed by the script);
 network traffic goes to a listener of this process on a 127/8 address (the pod shares the host's network).
 """
@@ -13,9 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import select
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,7 +47,11 @@ API_HOST = "127.77.0.1"
 K8S_API_DOMAIN = "kubernetes.default.svc.cluster.local"
 RPC_TIMEOUT_S = 60.0
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+CONTAINERD_NAMESPACE = "k8s.io"
+"""containerd's namespace for what its CRI plugin makes."""
+TTY_TIMEOUT_S = 20.0
 NEEDS_TTY = "needs a TTY, not simulated in a pod"
+NO_CTR = f"{NEEDS_TTY}: ctr (containerd's client) is not on PATH"
 NEEDS_API_STANDIN = "needs --start-agent (the agent must know the stand-in API server address)"
 
 
@@ -58,6 +69,8 @@ class PodStep:
     reason: str = ""
     api: bool = False
     """Connects to the API server stand-in ({host} {port} in the script)."""
+    tty: bool = False
+    """Needs a terminal: run with ``ctr tasks exec --tty`` (containerd only) instead of ExecSync."""
 
 
 def _in_tmp(body: str) -> str:
@@ -69,7 +82,7 @@ def _in_tmp(body: str) -> str:
 # the file executed is the image's own shell, so nothing is installed or run but the shell).
 POD_STEPS: dict[str, PodStep] = {
     "DropAndExecuteNewBinaryInContainer": PodStep(_in_tmp('cp /bin/true "$d/true" && "$d/true"')),
-    "TerminalShellInContainer": PodStep(None, reason=NEEDS_TTY),
+    "TerminalShellInContainer": PodStep("", argv=("sh", "-c", "tty"), tty=True),
     "SudoInContainer": PodStep(_in_tmp('ln -s /bin/sh "$d/sudo" && "$d/sudo" -c true; true')),
     "LaunchPackageManagementProcessInContainer": PodStep(
         _in_tmp('ln -s /bin/sh "$d/apt-get" && "$d/apt-get" install -y lanner-simulate 2>/dev/null; true')),
@@ -179,6 +192,7 @@ class ThrowawayPod:
         self.channel = grpc.insecure_channel(f"unix://{socket_path}")
         self.rt = pbg.RuntimeServiceStub(self.channel)
         self.images = pbg.ImageServiceStub(self.channel)
+        self.socket_path = socket_path
         self.image = image
         self.privileged = privileged
         self.uid = str(uuid.uuid4())
@@ -241,6 +255,64 @@ class ThrowawayPod:
             raise SimulateError(f"ExecSync: {_rpc_text(exc)}") from None
         return int(resp.exit_code), bytes(resp.stderr).decode(errors="replace")
 
+    def exec_tty(self, cmd: Sequence[str], timeout_s: float = TTY_TIMEOUT_S) -> tuple[int, str]:
+        """Run cmd in the container with a terminal: ``ctr tasks exec --tty`` under a pseudo-terminal of ours.
+
+        The exit code and the terminal's output (then ctr's stderr). On a timeout ctr is killed, the exec'd
+        process too (``ctr tasks kill``/``delete --exec-id``), and SimulateError is raised."""
+        base = ["ctr", "--address", self.socket_path, "--namespace", CONTAINERD_NAMESPACE, "tasks"]
+        exec_id = f"{TAG}-tty-{secrets.token_hex(4)}"
+        fifo_dir = tempfile.mkdtemp(prefix=f"{TAG}-fifo-")
+        master, slave = os.openpty()
+        try:
+            with tempfile.TemporaryFile() as err:
+                try:
+                    proc = subprocess.Popen([*base, "exec", "--exec-id", exec_id, "--fifo-dir", fifo_dir, "--tty",
+                                             self.container_id, *cmd],
+                                            stdin=slave, stdout=slave, stderr=err, start_new_session=True)
+                finally:
+                    os.close(slave)
+                out = bytearray()
+                deadline = time.monotonic() + timeout_s
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        proc.kill()
+                        proc.wait()
+                        self._drop_exec(base, exec_id)
+                        raise SimulateError(f"ctr tasks exec --tty {list(cmd)} still running after {timeout_s} s")
+                    ready, _, _ = select.select([master], [], [], min(left, 0.5))
+                    if not ready:
+                        continue
+                    try:
+                        chunk = os.read(master, 65536)
+                    except OSError:  # EIO: every holder of the terminal has closed it
+                        break
+                    if not chunk:
+                        break
+                    out += chunk
+                try:
+                    rc = proc.wait(max(1.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    self._drop_exec(base, exec_id)
+                    raise SimulateError(f"ctr tasks exec --tty {list(cmd)} did not exit") from None
+                err.seek(0)
+                text = out.decode(errors="replace").replace("\r\n", "\n") + err.read().decode(errors="replace")
+        finally:
+            os.close(master)
+            shutil.rmtree(fifo_dir, ignore_errors=True)
+        return rc, text
+
+    def _drop_exec(self, base: list[str], exec_id: str) -> None:
+        """Kill and delete an exec'd process left by a killed ctr (errors ignored: it may be gone already)."""
+        for args in (["kill", "--signal", "SIGKILL", "--exec-id", exec_id, self.container_id],
+                     ["delete", "--force", "--exec-id", exec_id, self.container_id]):
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run([*base, *args], capture_output=True, timeout=10, check=False)
+            time.sleep(0.1)
+
     def remove(self) -> list[str]:
         """Stop and remove the container and the sandbox, then the pod's cgroup folders; the errors."""
         pb, rt = self.pb, self.rt
@@ -262,6 +334,29 @@ class ThrowawayPod:
         shutil.rmtree(self.log_dir, ignore_errors=True)
         self.channel.close()
         return errors
+
+
+def tty_unavailable(socket_path: str) -> str | None:
+    """Why the TTY action cannot be performed through this CRI socket (None: it can, with ctr)."""
+    if shutil.which("ctr") is None:
+        return NO_CTR
+    import grpc  # type: ignore[import-untyped, unused-ignore]
+
+    try:
+        pb, pbg = load_stubs()
+    except CriSetupError as exc:
+        raise PodError(str(exc)) from None
+    channel = grpc.insecure_channel(f"unix://{socket_path}")
+    try:
+        name = pbg.RuntimeServiceStub(channel).Version(pb.VersionRequest(version="v1"),
+                                                        timeout=RPC_TIMEOUT_S).runtime_name
+    except grpc.RpcError as exc:
+        raise PodError(f"the CRI does not answer: {_rpc_text(exc)}") from None
+    finally:
+        channel.close()
+    if name != "containerd":
+        return f"{NEEDS_TTY}: the runtime is {name or 'unnamed'}, not containerd (ctr tasks exec --tty needs it)"
+    return None
 
 
 def _rpc_text(exc: Exception) -> str:
@@ -340,7 +435,12 @@ def _pod_action(act: Action, step: PodStep, pod: ThrowawayPod, api: _Listener) -
 
     def perform(ws: Workspace) -> float | None:
         t = time.monotonic()
-        rc, err = pod.exec_sync(cmd)
+        if step.tty:
+            rc, err = pod.exec_tty(cmd)
+            if rc == 0 and "/dev/pts/" not in err:
+                raise SimulateError(f"ctr tasks exec --tty gave no terminal: {err.strip()[-300:]}")
+        else:
+            rc, err = pod.exec_sync(cmd)
         if rc != 0:
             raise SimulateError(f"exited {rc} in the pod: {err.strip()[-300:]}")
         return t
@@ -355,6 +455,8 @@ def run_in_pod(chosen: Sequence[tuple[Action, tuple[str, ...]]], *, socket_path:
     sock = find_socket(socket_path)
     results: dict[str, Result] = {}
     todo: list[tuple[Action, PodStep, tuple[str, ...]]] = []
+    needs_tty = any(expected and (s := POD_STEPS.get(act.name)) is not None and s.tty for act, expected in chosen)
+    no_tty = tty_unavailable(sock) if needs_tty else None
     for act, expected in chosen:
         step = POD_STEPS.get(act.name)
         if step is None:
@@ -363,6 +465,8 @@ def run_in_pod(chosen: Sequence[tuple[Action, tuple[str, ...]]], *, socket_path:
             results[act.name] = Result(act.name, act.rules, skipped=step.reason)
         elif not expected:
             results[act.name] = Result(act.name, act.rules, skipped="rule not loaded")
+        elif step.tty and no_tty is not None:
+            results[act.name] = Result(act.name, act.rules, skipped=no_tty)
         elif step.api and not start_agent:
             results[act.name] = Result(act.name, act.rules, skipped=NEEDS_API_STANDIN)
         else:

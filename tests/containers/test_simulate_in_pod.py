@@ -1,10 +1,12 @@
 """`lanner simulate --in-pod --start-agent` against the harness's private containerd: every container-only action
-that ExecSync can perform is detected (Lanner's default rules: all; Falco's rules: those whose rule is a stable
-rule), and the throwaway pod is gone afterwards (sandbox, container, pod cgroup folders)."""
+is detected (Lanner's default rules: all; Falco's rules: those whose rule is a stable rule), the TTY one included
+when `ctr` is installed (it is run with `ctr tasks exec --tty`), and the throwaway pod is gone afterwards (sandbox,
+container, pod cgroup folders)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 
 from lanner.simulate.actions import ACTIONS
-from lanner.simulate.pod import NEEDS_TTY, POD_STEPS, PRIVILEGED_ACTIONS
+from lanner.simulate.pod import NO_CTR, POD_STEPS, PRIVILEGED_ACTIONS
 from lanner.simulate.verify import rule_names
 from tests.agent_support import require_agent_machine
 from tests.conftest import ROOT
@@ -22,6 +24,13 @@ from tests.containers.harness import Containerd, cri
 DEFAULT_RULES = ROOT / "lanner" / "rules" / "default" / "lanner_rules.yaml"
 FALCO_RULES = Path("/work/shared/falco/rules/falco_rules.yaml")
 CONTAINER_ACTIONS = sorted(a.name for a in ACTIONS.values() if a.container_only)
+HAVE_CTR = shutil.which("ctr") is not None
+
+
+def _performable(name: str) -> bool:
+    """ExecSync can do it, or it needs a TTY and ctr is here (the harness's runtime is containerd)."""
+    step = POD_STEPS[name]
+    return step.script is not None and (not step.tty or HAVE_CTR)
 
 
 def _simulate(containerd: Containerd, *rules: Path) -> dict[str, Any]:
@@ -54,10 +63,10 @@ def _check(out: dict[str, Any], loaded: set[str]) -> None:
     assert sorted(results) == CONTAINER_ACTIONS
     for name in CONTAINER_ACTIONS:
         act, r = ACTIONS[name], results[name]
-        if POD_STEPS[name].script is None:
-            assert r["skipped"] == NEEDS_TTY, r
-        elif not set(act.rules) & loaded:
+        if not set(act.rules) & loaded:
             assert r["skipped"] == "rule not loaded", r
+        elif not _performable(name):
+            assert r["skipped"] == NO_CTR, r
         else:
             assert r["detected"], r
     summ = out["summary"]
@@ -72,10 +81,11 @@ def kernel_ready() -> None:
 def test_in_pod_default_rules(kernel_ready: None, containerd: Containerd) -> None:
     out = _simulate(containerd)
     _check(out, rule_names([DEFAULT_RULES]))
-    # every container action of the default rules but the TTY one was performed
+    # every container action of the default rules was performed (the TTY one when ctr is here)
     performed = {r["action"] for r in out["results"] if not r["skipped"]}
-    assert performed == {n for n in CONTAINER_ACTIONS
-                         if ACTIONS[n].lanner_rule and POD_STEPS[n].script is not None}
+    assert performed == {n for n in CONTAINER_ACTIONS if ACTIONS[n].lanner_rule and _performable(n)}
+    if HAVE_CTR:
+        assert "TerminalShellInContainer" in performed and len(performed) == 6, performed
     _no_pods_left(containerd)
 
 
@@ -85,7 +95,8 @@ def test_in_pod_falco_rules(kernel_ready: None, containerd: Containerd) -> None:
     stable = rule_names([FALCO_RULES])
     _check(out, stable)
     performed = {r["action"] for r in out["results"] if not r["skipped"]}
-    assert performed == {n for n in CONTAINER_ACTIONS
-                         if ACTIONS[n].falco_rule in stable and POD_STEPS[n].script is not None}
+    assert performed == {n for n in CONTAINER_ACTIONS if ACTIONS[n].falco_rule in stable and _performable(n)}
+    if HAVE_CTR:
+        assert "TerminalShellInContainer" in performed and len(performed) == 8, performed
     assert set(PRIVILEGED_ACTIONS) & performed  # the pod was privileged for them
     _no_pods_left(containerd)
