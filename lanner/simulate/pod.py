@@ -39,6 +39,7 @@ import yaml
 from lanner.cri import DEFAULT_SOCKETS, CriSetupError, load_stubs
 from lanner.simulate.actions import TAG, Action, SimulateError, Workspace
 from lanner.simulate.verify import Metrics, Result, StartedAgent, perform_and_await
+from lanner.state.cgroups import remove_cgroup
 
 DEFAULT_IMAGE = "localhost/busybox:local"
 POD_NAMESPACE = "lanner-simulate"
@@ -46,7 +47,6 @@ API_HOST = "127.77.0.1"
 """The Kubernetes API server's stand-in: a listener of ours (the pod shares the host's loopback)."""
 K8S_API_DOMAIN = "kubernetes.default.svc.cluster.local"
 RPC_TIMEOUT_S = 60.0
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 CONTAINERD_NAMESPACE = "k8s.io"
 """containerd's namespace for what its CRI plugin makes."""
 TTY_TIMEOUT_S = 20.0
@@ -149,33 +149,6 @@ def find_socket(given: str | None) -> str:
         if os.path.exists(cand):
             return cand
     raise PodError(f"no CRI socket found ({', '.join(DEFAULT_SOCKETS)}); pass --cri-socket")
-
-
-def _cgroup_dirs(cgroup_path: str) -> list[Path]:
-    if (CGROUP_ROOT / "cgroup.controllers").exists():
-        return [CGROUP_ROOT / cgroup_path.lstrip("/")]
-    seen: set[Path] = set()
-    out = []
-    for entry in sorted(CGROUP_ROOT.iterdir()):
-        real = entry.resolve()
-        if real not in seen and (real / "cgroup.procs").exists():
-            seen.add(real)
-            out.append(real / cgroup_path.lstrip("/"))
-    return out
-
-
-def _rmdir_cgroup(path: Path, timeout_s: float = 5.0) -> str | None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            path.rmdir()
-            return None
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if time.monotonic() > deadline:
-                return f"{path}: {exc.strerror}"
-            time.sleep(0.05)
 
 
 class ThrowawayPod:
@@ -330,7 +303,7 @@ class ThrowawayPod:
             except self.grpc_error as exc:
                 if "NOT_FOUND" not in _rpc_text(exc):
                     errors.append(f"{type(req).__name__}: {_rpc_text(exc)}")
-        errors += [e for d in _cgroup_dirs(self.cgroup_parent) if (e := _rmdir_cgroup(d))]
+        errors += remove_cgroup(self.cgroup_parent)
         shutil.rmtree(self.log_dir, ignore_errors=True)
         self.channel.close()
         return errors

@@ -26,7 +26,9 @@ import os
 import re
 import struct
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Final
 
 __all__ = [
@@ -421,3 +423,47 @@ class CgroupResolver:
                 yield child, ino
                 if level < depth:
                     stack.append((child, level + 1))
+
+
+CGROUP_FS: Final = Path("/sys/fs/cgroup")
+
+
+def cgroup_hierarchies(root: Path = CGROUP_FS) -> list[Path]:
+    """Every mounted cgroup hierarchy under `root`: just `root` on pure cgroup v2; each v1
+    controller, name=systemd and the unified mount in hybrid mode (links to one hierarchy once)."""
+    if (root / "cgroup.controllers").exists():
+        return [root]
+    seen: set[Path] = set()
+    out = []
+    for entry in sorted(root.iterdir()):
+        real = entry.resolve()
+        if real not in seen and (real / "cgroup.procs").exists():
+            seen.add(real)
+            out.append(real)
+    return out
+
+
+def cgroup_dirs(cgroup_path: str, root: Path = CGROUP_FS) -> list[Path]:
+    """The folders of one cgroup path (e.g. /kubepods/besteffort/pod<uid>) in every hierarchy."""
+    return [h / cgroup_path.lstrip("/") for h in cgroup_hierarchies(root)]
+
+
+def rmdir_cgroup(path: Path, timeout_s: float = 5.0) -> str | None:
+    """rmdir an empty cgroup, retrying while its last tasks exit; an error text, or None once gone."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            path.rmdir()
+            return None
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                return f"{path}: {exc.strerror}"
+            time.sleep(0.02)
+
+
+def remove_cgroup(cgroup_path: str, timeout_s: float = 5.0) -> list[str]:
+    """Remove one (empty) cgroup path from every hierarchy, e.g. a pod's folder that runc leaves
+    behind (kubelet normally removes it); the errors."""
+    return [err for d in cgroup_dirs(cgroup_path) if (err := rmdir_cgroup(d, timeout_s))]

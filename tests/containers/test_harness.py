@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lanner.state.cgroups import cgroup_dirs
 from tests.conftest import ROOT
 from tests.containers.harness import BUSYBOX_IMAGE, Containerd, Mount, busybox_rootfs, cri, host, images
 
@@ -137,7 +138,7 @@ def test_removed_pod_leaves_nothing(containerd: Containerd) -> None:
     with pytest.raises(cri.RpcError) as err:
         pod.sandbox_status()
     assert cri.rpc_code(err.value) == "NOT_FOUND"
-    assert [d for d in host.cgroup_dirs(pod.cgroup_parent) if d.exists()] == []
+    assert [d for d in cgroup_dirs(pod.cgroup_parent) if d.exists()] == []
     shims = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, pod.sandbox_id)]
     assert shims == []
 
@@ -196,7 +197,7 @@ def test_killed_test_process_leaves_nothing_running(containerd: Containerd) -> N
     assert not folder.exists()
     assert host.mounts_under(folder) == []
     assert not host.link_exists(run["bridge"])
-    assert [d for cg in run["cgroups"] for d in host.cgroup_dirs(cg) if d.exists()] == []
+    assert [d for cg in run["cgroups"] for d in cgroup_dirs(cg) if d.exists()] == []
 
 
 def test_oci_archives_are_deterministic(tmp_path: Path) -> None:

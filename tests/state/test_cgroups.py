@@ -340,3 +340,18 @@ def test_process_fallbacks(cgroup2: tuple[str, str]) -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_cgroup_folders_in_every_hierarchy_and_their_removal(tmp_path: Path) -> None:
+    from lanner.state.cgroups import cgroup_dirs, cgroup_hierarchies, remove_cgroup
+
+    hierarchies = cgroup_hierarchies()
+    assert hierarchies and all((h / "cgroup.procs").exists() for h in hierarchies)
+    assert len(set(hierarchies)) == len(hierarchies)   # a link to a hierarchy counts once
+    name = f"/lanner-test-{tmp_path.name}"
+    dirs = cgroup_dirs(name)
+    assert dirs == [h / name.lstrip("/") for h in hierarchies]
+    for d in dirs:
+        d.mkdir()
+    assert remove_cgroup(name) == [] and not any(d.exists() for d in dirs)
+    assert remove_cgroup(name) == []                   # already gone is not an error

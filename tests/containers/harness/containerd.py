@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from lanner.state.cgroups import cgroup_dirs, remove_cgroup
 from tests.containers.harness import cri, host, images
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -461,7 +462,7 @@ class Containerd:
                 if cri.rpc_code(exc) != "NOT_FOUND":
                     errors.append(f"{what}: {exc}")
         if cgroup_parent.startswith("/kubepods/besteffort/pod"):  # runc leaves the pod level to kubelet
-            errors += host.remove_cgroup(cgroup_parent)
+            errors += remove_cgroup(cgroup_parent)
         return errors
 
     def _remove_untracked(self) -> list[str]:
@@ -509,7 +510,7 @@ class Containerd:
         """Folders outside ours that containerd, libcni or runc may create, deepest first."""
         paths = list(HOST_DIRS)
         for parent in KUBEPODS_DIRS:
-            paths += host.cgroup_dirs(parent)
+            paths += cgroup_dirs(parent)
         return paths
 
     def _clean_host(self) -> list[str]:
@@ -533,7 +534,7 @@ class Containerd:
         out += [f"process {pid}: {cmd}" for pid, cmd in host.processes_mentioning(str(self.dir)).items()]
         for pod in self._made:
             out += [f"process {pid} of pod {pod.name}" for pid, t in pod._started.items() if host.alive(pid, t)]
-            out += [f"cgroup {d}" for d in host.cgroup_dirs(pod.cgroup_parent) if d.exists()]
+            out += [f"cgroup {d}" for d in cgroup_dirs(pod.cgroup_parent) if d.exists()]
         out += [f"mount {m}" for m in host.mounts_under(self.dir)]
         if self.dir.exists():
             out.append(f"folder {self.dir}")
@@ -565,7 +566,7 @@ class Containerd:
             ids = [d.name for d in tasks.iterdir()] if tasks.is_dir() else []
             _remove_files_of_tasks(ids, str(meta.get("socket", "")), str(meta.get("network", "")))
             for log_dir in (folder / "logs" / "pods").glob("*_*_*"):
-                host.remove_cgroup(_pod_cgroup_parent(log_dir.name.rsplit("_", 1)[1]))
+                remove_cgroup(_pod_cgroup_parent(log_dir.name.rsplit("_", 1)[1]))
             if bridge.startswith("lnt"):
                 host.delete_link(bridge)
             if not host.unmount_under(folder):

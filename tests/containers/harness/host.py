@@ -11,11 +11,8 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
-
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def path_env() -> str:
@@ -25,45 +22,6 @@ def path_env() -> str:
         if d not in parts:
             parts.append(d)
     return ":".join(parts)
-
-
-def cgroup_hierarchies() -> list[Path]:
-    """Every mounted cgroup hierarchy under /sys/fs/cgroup (v1 controllers, name=systemd, unified)."""
-    if (CGROUP_ROOT / "cgroup.controllers").exists():  # cgroup2 only
-        return [CGROUP_ROOT]
-    seen: set[Path] = set()
-    out = []
-    for entry in sorted(CGROUP_ROOT.iterdir()):
-        real = entry.resolve()
-        if real not in seen and (real / "cgroup.procs").exists():
-            seen.add(real)
-            out.append(real)
-    return out
-
-
-def cgroup_dirs(cgroup_path: str) -> list[Path]:
-    """The folders of one cgroup path (e.g. /kubepods/besteffort/pod<uid>) in every hierarchy."""
-    return [h / cgroup_path.lstrip("/") for h in cgroup_hierarchies()]
-
-
-def rmdir_cgroup(path: Path, timeout: float = 2.0) -> str | None:
-    """rmdir an (empty) cgroup, retrying while its last tasks exit; an error text, or None once gone."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            path.rmdir()
-            return None
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if time.monotonic() > deadline:
-                return f"{path}: {exc.strerror}"
-            time.sleep(0.02)
-
-
-def remove_cgroup(cgroup_path: str) -> list[str]:
-    """Remove one cgroup path from every hierarchy; the errors."""
-    return [err for d in cgroup_dirs(cgroup_path) if (err := rmdir_cgroup(d))]
 
 
 def _stat_fields(pid: int) -> list[str] | None:
