@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from lanner.rules import Ruleset, load
 from lanner.rules.default import RULES_FILE
 from lanner.sensor.syscalls import SYSCALLS
 from tests.rules import near_miss
-from tests.rules.near_miss import false_clauses, replay
+from tests.rules.near_miss import PRIORITY_LABELS, Case, false_clauses, replay
 
 HERE = Path(__file__).resolve().parent
 EVENTS_DIR = HERE / "events"
@@ -40,27 +39,6 @@ REPO = HERE.parents[1]
 DOC = REPO / "docs" / "default-rules.md"
 FALCO_RULES = REPO.parent / "shared" / "falco" / "rules" / "falco_rules.yaml"
 
-PRIORITY_LABELS = {
-    "emergency": "Emergency", "alert": "Alert", "critical": "Critical", "error": "Error",
-    "warning": "Warning", "notice": "Notice", "informational": "Informational",
-    "info": "Informational", "debug": "Debug",
-}
-
-
-@dataclass(frozen=True)
-class Case:
-    rule: str
-    trigger: str
-    """What the trigger event is (the attack)."""
-    clause: str
-    """The top-level clause of the rule's condition that is false for the near miss (a prefix of
-    its text as written in the rules file, whitespace collapsed); every other clause holds."""
-    miss: str
-    """What the near miss is, and why that clause is false."""
-    output: tuple[str, ...]
-    """Substrings a responder looks for in the trigger alert's output line."""
-    fields: dict[str, Any] = field(default_factory=dict)
-    """Expected values in the trigger alert's output_fields (JSON types as in FIELDS.md §11.3)."""
 
 
 CASES: tuple[Case, ...] = (

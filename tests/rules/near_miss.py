@@ -5,6 +5,7 @@ which clauses a near miss fails."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,33 @@ from lanner.alert import Alert
 from lanner.engine import Engine
 from lanner.eventfile import read_events
 from lanner.rules import Ruleset, load
+
+# Falco's spelling of priorities in alerts (FIELDS.md §11.2).
+PRIORITY_LABELS = {
+    "emergency": "Emergency", "alert": "Alert", "critical": "Critical", "error": "Error",
+    "warning": "Warning", "notice": "Notice", "informational": "Informational",
+    "info": "Informational", "debug": "Debug",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One rule's hand-written trigger and near-miss event files, and what they must show."""
+
+    rule: str
+    trigger: str
+    """What the trigger event is (the attack)."""
+    clause: str
+    """The top-level clause of the rule's condition that is false for the near miss (a prefix of
+    its text as written in the rules file, whitespace collapsed); every other clause holds."""
+    miss: str
+    """What the near miss is, and why that clause is false."""
+    output: tuple[str, ...]
+    """Substrings a user would look for in the trigger's alert output line."""
+    fields: dict[str, Any] = field(default_factory=dict)
+    """Expected values in the trigger alert's output_fields (JSON types as in FIELDS.md §11.3)."""
+    xfail: str | None = None
+    """Reason, when the trigger is known not to alert because of an engine gap."""
 
 
 def top_level_clauses(condition: str) -> list[str]:

@@ -18,7 +18,6 @@ import functools
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import yaml
 
 from lanner.rules import Ruleset, dns, load
 from tests.rules import near_miss
-from tests.rules.near_miss import false_clauses, replay
+from tests.rules.near_miss import PRIORITY_LABELS, Case, false_clauses, replay
 
 HERE = Path(__file__).resolve().parent
 STABLE_DIR = HERE / "stable"
@@ -37,30 +36,6 @@ RULES_FILE = Path(
     os.environ.get("LANNER_FALCO_RULES", str(REPO.parent / "shared" / "falco" / "rules" / "falco_rules.yaml"))
 )
 
-# Falco's spelling of priorities in alerts (FIELDS.md §11.2).
-PRIORITY_LABELS = {
-    "emergency": "Emergency", "alert": "Alert", "critical": "Critical", "error": "Error",
-    "warning": "Warning", "notice": "Notice", "informational": "Informational",
-    "info": "Informational", "debug": "Debug",
-}
-
-
-@dataclass(frozen=True)
-class Case:
-    rule: str
-    trigger: str
-    """What the trigger event is (the attack)."""
-    clause: str
-    """The top-level clause of the rule's condition that is false for the near miss (a prefix of
-    its text as written in falco_rules.yaml, whitespace collapsed); every other clause holds."""
-    miss: str
-    """What the near miss is, and why that clause is false."""
-    output: tuple[str, ...]
-    """Substrings a user would look for in the trigger's alert output line."""
-    fields: dict[str, Any] = field(default_factory=dict)
-    """Expected values in the trigger alert's output_fields (JSON types as in FIELDS.md §11.3)."""
-    xfail: str | None = None
-    """Reason, when the trigger is known not to alert because of an engine gap."""
 
 
 CASES: tuple[Case, ...] = (
