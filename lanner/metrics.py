@@ -31,6 +31,8 @@ class AgentMetrics(Collector):
         self.alerts: Counter[tuple[str, str]] = Counter()
         self.throttled: Counter[tuple[str, str]] = Counter()
         self.reloads: Counter[str] = Counter()
+        self.enforcement: Counter[tuple[str, str, str, str]] = Counter()
+        """Enforcement decisions by (rule, action, mode, result); see docs/enforcement.md."""
         self.latency = Histogram("lanner_alert_latency_seconds",
                                  "Time from the system call to the alert being handed to the outputs.",
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
@@ -75,6 +77,12 @@ class AgentMetrics(Collector):
             depth.add_metric([name], st.get("queue_depth", 0))
         yield out_total
         yield depth
+        enf = CounterMetricFamily("lanner_enforcement_decisions", "Enforcement decisions by rule, action "
+                                  "(block, kill, stop, isolate), mode (monitor, enforce) and result.",
+                                  labels=["rule", "action", "mode", "result"])
+        for (rule, action, mode, result), n in sorted(self.enforcement.items()):
+            enf.add_metric([rule, action, mode, result], n)
+        yield enf
         rl = CounterMetricFamily("lanner_rules_reloads", "Rule reloads (SIGHUP), by result.", labels=["result"])
         for result in ("ok", "failed"):
             rl.add_metric([result], self.reloads.get(result, 0))
