@@ -30,6 +30,27 @@ class Throttle:
 
 
 @dataclass(slots=True)
+class Enforcement:
+    """How rules with an ``action:`` other than alert are applied (docs/enforcement.md)."""
+
+    mode: str = "monitor"
+    """For rules without their own ``mode:``: monitor (decide and alert, let everything through)
+    or enforce."""
+    namespaces: dict[str, str] = field(default_factory=dict)
+    """Kubernetes namespace → mode, over ``mode`` for the workloads of that namespace."""
+    monitor_only: bool = False
+    """Nothing is enforced, whatever the rules and namespaces say (a dry-run deployment)."""
+    protected_programs: list[str] = field(default_factory=list)
+    """Executables whose processes are never blocked or killed (the agent, pid 1 and kernel
+    threads always are protected)."""
+    keep_on_exit: bool = False
+    """Leave the kernel enforcement in place when the agent stops (see docs/enforcement.md)."""
+    exec_deny: str = "fanotify"
+    """The mechanism of exec deny lists: fanotify (the exec fails with EPERM) or kill (the process
+    is killed before its first instruction)."""
+
+
+@dataclass(slots=True)
 class Config:
     rules_files: list[str] = field(default_factory=lambda: [str(DEFAULT_RULES)])
     min_priority: str = "debug"
@@ -54,6 +75,7 @@ class Config:
     """Per rule."""
     throttle_container: Throttle = field(default_factory=lambda: Throttle(rate=20.0, burst=100))
     """Per rule and container (host processes share the container key "host")."""
+    enforcement: Enforcement = field(default_factory=Enforcement)
     drop_alert_interval_s: float = 30.0
     shutdown_timeout_s: float = 30.0
     """How long a clean stop waits for the outputs to deliver what they accepted."""
@@ -131,6 +153,8 @@ def apply(cfg: Config, data: dict[str, Any], *, source: str = "flags",
             cfg.outputs = [dict(v) for v in value]
         elif key in ("throttle_rule", "throttle_container"):
             setattr(cfg, key, _throttle(value, f"{where}: {key}"))
+        elif key == "enforcement":
+            cfg.enforcement = _enforcement(value, f"{where}: enforcement")
     validate(cfg, source)
 
 
@@ -145,6 +169,33 @@ def _throttle(value: Any, what: str) -> Throttle:
     if rate > 0 and burst < 1:
         raise ConfigError(f"{what}.burst must be at least 1 when rate is set")
     return Throttle(float(rate), burst)
+
+
+ENFORCEMENT_MODES = ("monitor", "enforce")
+
+
+def _enforcement(value: Any, what: str) -> Enforcement:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must be a mapping")
+    out = Enforcement()
+    known = {f.name for f in dataclasses.fields(Enforcement)}
+    for key, v in value.items():
+        if key not in known:
+            raise ConfigError(f"{what}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        if key == "mode" and v not in ENFORCEMENT_MODES:
+            raise ConfigError(f"{what}.mode must be monitor or enforce, not {v!r}")
+        if key == "exec_deny" and v not in ("fanotify", "kill"):
+            raise ConfigError(f"{what}.exec_deny must be fanotify or kill, not {v!r}")
+        if key in ("monitor_only", "keep_on_exit") and not isinstance(v, bool):
+            raise ConfigError(f"{what}.{key} must be true or false, not {v!r}")
+        if key == "namespaces" and (not isinstance(v, dict) or not all(
+                isinstance(n, str) and m in ENFORCEMENT_MODES for n, m in v.items())):
+            raise ConfigError(f"{what}.namespaces must map namespace names to monitor or enforce")
+        if key == "protected_programs" and (not isinstance(v, list) or not all(
+                isinstance(p, str) and p.startswith("/") for p in v)):
+            raise ConfigError(f"{what}.protected_programs must be a list of absolute paths")
+        setattr(out, key, dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+    return out
 
 
 def validate(cfg: Config, source: str = "configuration") -> None:

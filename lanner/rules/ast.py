@@ -135,3 +135,40 @@ def value_fields(v: ValueExpr | None) -> list[FieldRef]:
     for a in v.args:
         out.extend(value_fields(a))
     return out
+
+
+def _quote(text: str) -> str:
+    if text and all(c.isalnum() or c in "/._-:*[]" for c in text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def value_text(v: ValueExpr | None) -> str:
+    """A value expression written back as condition text."""
+    if v is None:
+        return ""
+    if isinstance(v, FieldRef):
+        return v.name + (f"[{v.arg}]" if v.arg is not None else "")
+    if isinstance(v, Literal):
+        return _quote(v.value)
+    if isinstance(v, ListValue):
+        return "(" + ", ".join(_quote(i) for i in v.items) + ")"
+    index = f"[{v.index}]" if v.index is not None else ""
+    return f"{v.name}(" + ", ".join(value_text(a) for a in v.args) + ")" + index
+
+
+def to_text(node: Expr) -> str:
+    """A condition tree written back as text (macros already expanded read as their bodies), for
+    messages that quote one clause of an expanded condition."""
+    if isinstance(node, And | Or):
+        word = " and " if isinstance(node, And) else " or "
+        return word.join(f"({to_text(i)})" if isinstance(i, And | Or) else to_text(i) for i in node.items)
+    if isinstance(node, Not):
+        inner = to_text(node.item)
+        return f"not ({inner})" if isinstance(node.item, And | Or) else f"not {inner}"
+    if isinstance(node, Identifier):
+        return node.name
+    op = f"{node.op} {node.modifier}" if node.modifier else node.op
+    if node.rhs is None:
+        return f"{value_text(node.lhs)} {op}"
+    return f"{value_text(node.lhs)} {op} {value_text(node.rhs)}"
