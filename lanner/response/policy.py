@@ -273,6 +273,8 @@ def _clause(acc: _Clauses, node: Expr) -> None:
                              "set) can be negated", node)
     if isinstance(node, Identifier):
         raise NotEnforceable(f"'{node.name}' is not a defined macro", node)
+    if not isinstance(node, Compare):  # And was flattened by the caller
+        raise NotEnforceable("unexpected clause", node)
     if not isinstance(node.lhs, FieldRef):
         raise NotEnforceable("transformers are not evaluated by the kernel mechanisms", node)
     name = value_name(node)
