@@ -23,6 +23,7 @@ from lanner.events import EVENT_TYPES, Event
 from lanner.metrics import AgentMetrics, MetricsServer
 from lanner.outputs import OutputSet, build_outputs
 from lanner.rules import load
+from lanner.rules.policy import check
 from lanner.rules.ruleset import Ruleset
 from lanner.sensor.drops import DropMonitor
 from lanner.sensor.prefilter import Prefilter, for_conditions
@@ -38,6 +39,8 @@ class RulesError(ValueError):
 
 def load_rules(files: list[str]) -> Ruleset:
     rs = load(list(files))
+    if rs.ok:
+        check(rs)  # a block rule the kernel cannot enforce exactly is an error, never an alert
     if not rs.ok:
         raise RulesError("\n".join(f"ERROR {m}" for m in rs.errors))
     return rs

@@ -18,8 +18,12 @@ _rules_option = click.option("-r", "--rules", "rules_files", multiple=True, requ
 
 def _load(paths: tuple[Path, ...], min_priority: str = "debug") -> Ruleset:
     from lanner.rules import load
+    from lanner.rules.policy import check
 
-    return load(list(paths), min_priority=min_priority)
+    rs = load(list(paths), min_priority=min_priority)
+    if rs.ok:
+        check(rs)  # block rules must be enforceable exactly, as the agent requires
+    return rs
 
 
 @click.group("rules")

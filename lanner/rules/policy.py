@@ -1,4 +1,4 @@
-"""Which rules the kernel can enforce, and what exactly it enforces for them.
+"""Which rules the kernel can enforce, and what exactly it enforces for them (lanner.response applies it).
 
 A rule with ``action: block`` is not evaluated by the engine: it is compiled into a policy that a
 kernel mechanism applies before the system call completes. That is only honest when the mechanism
@@ -448,6 +448,14 @@ def compile_rule(rule: Rule) -> Policy:
                          addrs=frozenset(acc.addrs) if acc.addrs is not None else None,
                          ports=frozenset(acc.ports) if acc.ports is not None else None, families=families)
     return Policy(rule=rule.name, target=target, scope=scope, mode=rule.mode)
+
+
+def check(ruleset: Ruleset) -> list[Policy]:
+    """The policies of the ruleset's block rules; each block rule that cannot be enforced adds an
+    error to ``ruleset.errors`` (the agent refuses such rules, ``rules validate`` reports them)."""
+    policies, errors = compile_ruleset(ruleset)
+    ruleset.errors.extend(errors)
+    return policies
 
 
 def compile_ruleset(ruleset: Ruleset) -> tuple[list[Policy], list[LoadMessage]]:
