@@ -64,6 +64,10 @@ def lib() -> ctypes.CDLL:
         "ring_buffer__poll": (c_int, [c_void_p, c_int]),
         "ring_buffer__consume": (c_int, [c_void_p]),
         "ring_buffer__free": (None, [c_void_p]),
+        "bpf_link__fd": (c_int, [c_void_p]),
+        "bpf_obj_pin": (c_int, [c_int, c_char_p]),
+        "bpf_obj_get": (c_int, [c_char_p]),
+        "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
     }
     for fname, (restype, argtypes) in sigs.items():
         fn = getattr(so, fname)
@@ -119,6 +123,14 @@ class Link:
         if self.ptr:
             lib().bpf_link__destroy(self.ptr)
             self.ptr = None
+
+    @property
+    def fd(self) -> int:
+        return _check_int(lib().bpf_link__fd(self.ptr), f"link fd {self.name}")
+
+    def pin(self, path: str) -> None:
+        """Pin in bpffs: the attachment then outlives this process until the file is removed."""
+        obj_pin(self.fd, path)
 
 
 class Program:
@@ -187,6 +199,39 @@ class Map:
             err = ctypes.get_errno() or -rc
             raise BpfError(err, f"lookup {self.name}: {os.strerror(err)}")
         return v.raw
+
+
+    def keys(self, key_size: int) -> list[bytes]:
+        """Every key of a hash map (collected first: deleting while walking would restart the walk)."""
+        out: list[bytes] = []
+        prev = None
+        nxt = ctypes.create_string_buffer(key_size)
+        while True:
+            rc = lib().bpf_map_get_next_key(self.fd, prev, nxt)
+            if rc < 0:
+                err = ctypes.get_errno() or -rc
+                if err == errno.ENOENT:
+                    return out
+                raise BpfError(err, f"keys of {self.name}: {os.strerror(err)}")
+            out.append(nxt.raw)
+            prev = ctypes.create_string_buffer(nxt.raw, key_size)
+
+
+def obj_pin(fd: int, path: str) -> None:
+    """Pin a map, program or link fd at a bpffs path."""
+    rc = lib().bpf_obj_pin(fd, path.encode())
+    if rc < 0:
+        err = ctypes.get_errno() or -rc
+        raise BpfError(err, f"pin {path}: {os.strerror(err)}")
+
+
+def obj_get(path: str) -> int:
+    """A new fd for the object pinned at a bpffs path (the caller closes it)."""
+    fd = lib().bpf_obj_get(path.encode())
+    if fd < 0:
+        err = ctypes.get_errno() or -fd
+        raise BpfError(err, f"open pinned {path}: {os.strerror(err)}")
+    return int(fd)
 
 
 def possible_cpus() -> int:
@@ -285,4 +330,5 @@ class RingBuffer:
             self.ptr = None
 
 
-__all__ = ["BpfError", "BpfObject", "Link", "Map", "Program", "RingBuffer", "c_uint", "possible_cpus"]
+__all__ = ["BpfError", "BpfObject", "Link", "Map", "Program", "RingBuffer", "c_uint", "obj_get", "obj_pin",
+           "possible_cpus"]
