@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 LANNER := $(VENV)/bin/lanner
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench clean image
 
 setup:
 	bash scripts/setup.sh
@@ -21,6 +21,11 @@ test: setup
 bench: setup
 	$(LANNER) bench engine
 	$(LANNER) bench sensor
+
+# The container image (agent and admission webhook) with buildah, and an OCI archive of it in
+# build/image/ to import on nodes or push to a registry (docs/deploy.md; root).
+image: setup
+	bash scripts/build-image.sh --oci-archive build/image/lanner-image.oci.tar
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -72,3 +72,4 @@ mount_fs securityfs /sys/kernel/security
 mount_fs bpf /sys/fs/bpf
 
 bash scripts/build-bpf.sh
+bash scripts/setup-deploy.sh  # deploy/: buildah, mmdebstrap, prometheus, kubectl (docs/deploy.md)
