@@ -286,6 +286,20 @@ class CriClient:
             return None
         return {c.id for c in containers.containers} | {s.id for s in sandboxes.items}
 
+    def stop_container(self, container_id: str, *, grace_s: int = 0, timeout_s: float | None = None) -> str:
+        """StopContainer (the `stop` response action): "" when the runtime stopped it, else why not.
+        ``grace_s``: how long the runtime waits after SIGTERM before SIGKILL (0: at once)."""
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s) + grace_s
+        try:
+            self._call("StopContainer", self._pb.StopContainerRequest(container_id=container_id, timeout=grace_s),
+                       deadline)
+        except _Failure as f:
+            return "no such container" if f.status is LookupStatus.NOT_FOUND else self.last_error
+        except Exception as e:
+            self._count_error("errors", f"{type(e).__name__}: {e}")
+            return self.last_error
+        return ""
+
     def version(self, *, timeout_s: float | None = None) -> dict[str, str] | None:
         """runtime_name, runtime_version, runtime_api_version; None when the runtime does not answer."""
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)

@@ -1,0 +1,63 @@
+"""Who is never blocked or killed: the agent, pid 1, kernel threads and the protected programs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+PF_KTHREAD = 0x00200000
+
+
+def kernel_dev(st_dev: int) -> int:
+    """A device number in the kernel's own encoding (``MAJOR << 20 | MINOR``, as ``i_sb->s_dev``)."""
+    return (os.major(st_dev) << 20) | os.minor(st_dev)
+
+
+def file_key(path: str) -> tuple[int, int]:
+    """(dev, ino) of the file a path names, following symlinks; what the mechanisms match on."""
+    st = os.stat(path)
+    return kernel_dev(st.st_dev), st.st_ino
+
+
+def is_kernel_thread(pid: int, proc_root: str = "/proc") -> bool:
+    try:
+        with open(f"{proc_root}/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    # comm may contain spaces and parentheses: the fields after it start after the last ')'
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return len(fields) > 6 and int(fields[6]) & PF_KTHREAD != 0
+
+
+class Protection:
+    """The processes no policy may touch. ``missing`` lists protected programs that do not exist."""
+
+    def __init__(self, agent_tgid: int, programs: Iterable[str] = (), proc_root: str = "/proc") -> None:
+        self.tgids = frozenset({agent_tgid, 1})
+        self.proc_root = proc_root
+        files: dict[tuple[int, int], str] = {}
+        self.missing: list[str] = []
+        for path in programs:
+            try:
+                files[file_key(path)] = path
+            except OSError:
+                self.missing.append(path)
+        self.files = files
+
+    def why_protected(self, pid: int) -> str:
+        """Why this process may not be blocked or killed; "" when it may."""
+        if pid == 1:
+            return "pid 1"
+        if pid in self.tgids:
+            return "the agent itself"
+        if pid == 2 or is_kernel_thread(pid, self.proc_root):
+            return "a kernel thread"
+        if self.files:
+            try:
+                key = file_key(f"{self.proc_root}/{pid}/exe")
+            except OSError:
+                return ""
+            if key in self.files:
+                return f"protected program {self.files[key]}"
+        return ""
