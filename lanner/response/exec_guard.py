@@ -127,7 +127,7 @@ class _Guard:
 
     @property
     def _maps_dir(self) -> str:
-        return f"{self.pin_dir}/maps.v{self.LAYOUT}"
+        return f"{self.pin_dir}/maps_v{self.LAYOUT}"  # bpffs refuses names with a dot
 
     @property
     def _links_dir(self) -> str:
@@ -213,7 +213,7 @@ class _Guard:
         if not os.path.isdir(self.pin_dir):
             return
         for name in os.listdir(self.pin_dir):
-            if name.startswith("maps.v") and name != os.path.basename(self._maps_dir):
+            if name.startswith("maps_v") and name != os.path.basename(self._maps_dir):
                 shutil.rmtree(f"{self.pin_dir}/{name}", ignore_errors=True)
 
     def _require(self) -> libbpf.BpfObject:
