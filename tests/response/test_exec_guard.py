@@ -317,7 +317,7 @@ def test_apply_swaps_policies_atomically(guard: ExecGuard, marker_prog: Path, tm
 
 def _bpftool(*args: str) -> object:
     r = subprocess.run(["bpftool", "-j", *args], capture_output=True, text=True, check=True)
-    return json.loads(r.stdout or "[]")
+    return json.loads(r.stdout.strip() or "[]")
 
 
 def _live_prog_ids() -> set[int]:
