@@ -3,7 +3,7 @@ with EPERM, before the syscall returns.
 
 ``FanotifyGuard`` owns a responder thread that answers every permission event of its groups and a
 watcher thread that keeps protected subtrees marked as directories appear. Its policy is a
-``FanotifyTable`` of ``ExecDeny`` and ``OpenDeny`` entries; ``apply()`` replaces it atomically.
+``FanotifyTable`` of ``ExecDenyEntry`` and ``OpenDenyEntry`` entries; ``apply()`` replaces it atomically.
 
 **Exec deny** puts a ``FAN_OPEN_EXEC_PERM`` inode mark on each file and decides by the event
 file's (dev, ino): a symlink, a hard link, a relative path, ``execveat`` and a container's view of
@@ -45,7 +45,7 @@ import select
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -53,7 +53,7 @@ from lanner.response import _fanotify_sys as sys_
 from lanner.response.decisions import Decision
 from lanner.state.cgroups import find_cgroup2_mount
 
-__all__ = ["DEFAULT_MAX_DIRS", "ExecDeny", "FanotifyGuard", "FanotifyTable", "OpenDeny"]
+__all__ = ["DEFAULT_MAX_DIRS", "ExecDenyEntry", "FanotifyGuard", "FanotifyTable", "OpenDenyEntry"]
 
 DEFAULT_MAX_DIRS: Final = 20_000
 """Directories one policy may mark (each is an inode mark in two groups)."""
@@ -77,7 +77,7 @@ _DELETED: Final = " (deleted)"
 # --- the policy ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
-class ExecDeny:
+class ExecDenyEntry:
     """Deny execve/execveat of these files."""
 
     rule_id: int
@@ -90,7 +90,7 @@ class ExecDeny:
 
 
 @dataclass(frozen=True, slots=True)
-class OpenDeny:
+class OpenDenyEntry:
     """Deny opens for write and/or read of files below these directories (and of the directories
     themselves, for read)."""
 
@@ -107,17 +107,23 @@ class OpenDeny:
 
 @dataclass(frozen=True, slots=True)
 class FanotifyTable:
-    exec_deny: tuple[ExecDeny, ...] = ()
-    open_deny: tuple[OpenDeny, ...] = ()
+    """A whole fanotify policy (any sequence is kept as a tuple)."""
+
+    exec_deny: Sequence[ExecDenyEntry] = ()
+    open_deny: Sequence[OpenDenyEntry] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "exec_deny", tuple(self.exec_deny))
+        object.__setattr__(self, "open_deny", tuple(self.open_deny))
 
 
 # --- the compiled policy ---------------------------------------------------------------------------------
 
 @dataclass(eq=False, slots=True)
 class _Root:
-    """One protected directory of one OpenDeny entry, as resolved at apply() time."""
+    """One protected directory of one OpenDenyEntry entry, as resolved at apply() time."""
 
-    entry: OpenDeny
+    entry: OpenDenyEntry
     path: str
     """The directory's real path as this process sees it (readlink of its fd)."""
     prefix: str
@@ -134,7 +140,7 @@ class _Generation:
 
     perm_fd: int
     notify_fd: int
-    exec_by_inode: dict[tuple[int, int], list[ExecDeny]] = field(default_factory=dict)
+    exec_by_inode: dict[tuple[int, int], list[ExecDenyEntry]] = field(default_factory=dict)
     roots: list[_Root] = field(default_factory=list)
     dirs: dict[tuple[int, int], int] = field(default_factory=dict)
     """(dev, ino) of each marked directory -> the mask it carries."""
@@ -152,7 +158,7 @@ class _Generation:
         return hits
 
 
-def _enforce_first(entry: ExecDeny | OpenDeny) -> bool:
+def _enforce_first(entry: ExecDenyEntry | OpenDenyEntry) -> bool:
     return not entry.enforce
 
 
@@ -255,15 +261,20 @@ class FanotifyGuard:
 
     ``protected_tgids``: processes never denied, besides this process and pid 1.
     ``protected_files``: programs whose processes are never denied (matched by (dev, ino) of
-    ``/proc/<pid>/exe``). ``max_dirs``: the most directories one policy may mark.
+    ``/proc/<pid>/exe``), as paths or (st_dev, st_ino) pairs (a mapping's keys).
+    ``max_dirs``: the most directories one policy may mark.
     ``max_queue``: decisions kept for ``poll()``; more are dropped and counted.
     """
 
-    def __init__(self, protected_tgids: Iterable[int] = (), protected_files: Iterable[str] = (), *,
-                 max_dirs: int = DEFAULT_MAX_DIRS, max_queue: int = 10_000) -> None:
+    def __init__(self, protected_tgids: Iterable[int] = (),
+                 protected_files: Iterable[str | tuple[int, int]] = (), *, max_dirs: int = DEFAULT_MAX_DIRS,
+                 max_queue: int = 10_000) -> None:
         self.protected_tgids: frozenset[int] = frozenset({1, os.getpid(), *protected_tgids})
         inodes: set[tuple[int, int]] = set()
         for path in protected_files:
+            if isinstance(path, tuple):
+                inodes.add(path)
+                continue
             try:
                 st = os.stat(path)
             except FileNotFoundError:
@@ -565,7 +576,7 @@ class FanotifyGuard:
             return self._verdict("open", oentry, fd, tid, st, path, flags)
         return sys_.FAN_ALLOW
 
-    def _verdict(self, kind: str, entry: ExecDeny | OpenDeny, fd: int, tid: int, st: os.stat_result,
+    def _verdict(self, kind: str, entry: ExecDenyEntry | OpenDenyEntry, fd: int, tid: int, st: os.stat_result,
                  path: str | None, flags: int) -> int:
         """A rule matched: exempt the protected, report, deny if enforcing."""
         tgid, comm, kthread = _task_status(tid)
