@@ -38,6 +38,17 @@ from typing import Literal
 
 import click
 
+from lanner.response._fanotify_sys import (
+    AT_FDCWD,
+    FAN_CLASS_CONTENT,
+    FAN_CLOEXEC,
+    FAN_MARK_ADD,
+    FAN_NONBLOCK,
+    FAN_OPEN_EXEC_PERM,
+    FAN_OPEN_PERM,
+    fanotify_init_raw,
+    fanotify_mark_raw,
+)
 from lanner.sensor import libbpf, syscalls
 from lanner.sensor.loader import KernelSensor, SensorError, bpf_dir, syscall_tracepoints
 from lanner.sensor.syscalls import SYSCALLS
@@ -66,15 +77,6 @@ CAP_SYS_ADMIN = 21
 CAP_SYS_RESOURCE = 24
 CAP_PERFMON = 38
 CAP_BPF = 39
-
-# fanotify(7)
-FAN_CLOEXEC = 0x1
-FAN_NONBLOCK = 0x2
-FAN_CLASS_CONTENT = 0x4
-FAN_MARK_ADD = 0x1
-FAN_OPEN_PERM = 0x10000
-FAN_OPEN_EXEC_PERM = 0x40000
-AT_FDCWD = -100
 
 # Slots of the `hits` map in probes.bpf.c.
 H_TRACEPOINT, H_RAW_TP, H_TP_BTF, H_TP_BTF_DEV, H_TP_BTF_INO = 0, 1, 2, 3, 4
@@ -120,15 +122,11 @@ def _errno_verdict(err: int | None) -> Verdict:
 
 
 # ---------------------------------------------------------------------------------------------
-# libc through ctypes: mount(2) and fanotify(7)
+# libc through ctypes: mount(2) (fanotify(7): lanner.response._fanotify_sys)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.restype = ctypes.c_int
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-_libc.fanotify_init.restype = ctypes.c_int
-_libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
-_libc.fanotify_mark.restype = ctypes.c_int
-_libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
 
 
 def _unescape(path: str) -> str:
@@ -413,17 +411,17 @@ def _check_cgroup2(env: _Env) -> tuple[Verdict, str]:
 def _check_fanotify(env: _Env) -> tuple[Verdict, str]:
     if not env.root:
         return "not-applicable", "not probed: fanotify permission events need root"
-    fd = _libc.fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, os.O_RDONLY | os.O_LARGEFILE)
+    fd = fanotify_init_raw(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, os.O_RDONLY | os.O_LARGEFILE)
     if fd < 0:
-        err = ctypes.get_errno()
+        err = -fd
         why = " (kernel without CONFIG_FANOTIFY_ACCESS_PERMISSIONS?)" if err == errno.EINVAL else ""
         return _errno_verdict(err), f"fanotify_init(FAN_CLASS_CONTENT): {_errname(err)}{why}"
     tmp_fd, tmp = tempfile.mkstemp(prefix="lanner-doctor-")
     os.close(tmp_fd)
     try:
         # An inode mark on a file nobody opens: no event can ever wait for an answer.
-        rc = _libc.fanotify_mark(fd, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM, AT_FDCWD, tmp.encode())
-        err = ctypes.get_errno()
+        rc = fanotify_mark_raw(fd, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM, AT_FDCWD, tmp)
+        err = -rc
     finally:
         os.close(fd)  # removes the mark
         os.unlink(tmp)
