@@ -199,6 +199,15 @@ class _FdLoop:
         self._wake()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            # Stuck (a bug): closing the groups from here frees every process waiting on them,
+            # which matters more than the thread's later use of a stale fd number.
+            with self._lock:
+                fds, self._fds = self._fds, set()
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            return
         with contextlib.suppress(OSError):
             os.close(self._wake_r)
         with contextlib.suppress(OSError):
@@ -357,12 +366,14 @@ class FanotifyGuard:
         """Close the groups (pending events are allowed, every mark goes) and stop the threads."""
         with self._apply_lock:
             gen, self._gen = self._gen, None
-            if gen is not None and self._responder is not None and self._watcher is not None:
-                self._retire(gen)
-            for loop in (self._watcher, self._responder):
-                if loop is not None:
-                    loop.stop()
+            loops = (self._watcher, self._responder)
             self._responder = self._watcher = None
+        # Outside the lock: the watcher may be waiting for it. Each loop closes its fds as it stops.
+        for loop in loops:
+            if loop is not None:
+                loop.stop()
+        if gen is not None:
+            _close_roots(gen)
 
     def __enter__(self) -> FanotifyGuard:
         self.start()

@@ -306,6 +306,36 @@ def test_scope_denies_only_inside_the_cgroup(tree: Path, guard: FanotifyGuard, c
     assert {d.cgroup_id for d in decisions} == set(scope) and len(decisions) == 2
 
 
+def test_paths_in_another_mount_namespace_are_judged_by_inode(tree: Path, guard: FanotifyGuard) -> None:
+    """A container's view (/proc/<pid>/root/...): a process in its own mount namespace has a tmpfs
+    over ``ns``. Its evil and data/f are denied; the host's files at the same paths are not."""
+    if shutil.which("unshare") is None:
+        require_or_skip("unshare(1) is missing")
+    d = tree / "ns"
+    (d / "data").mkdir(parents=True)
+    (d / "data" / "f").write_text("host")
+    shutil.copy("/usr/bin/touch", d / "evil")
+    script = (f"mount -t tmpfs lanner-test {d} && mkdir {d}/data && echo ns > {d}/data/f && "
+              f"cp /usr/bin/touch {d}/evil && echo ready && read go && "
+              f"{{ {d}/evil {d}/m 2>/dev/null; echo $?; }} && {{ (echo x > {d}/data/f) 2>/dev/null; echo $?; }} && "
+              f"cat {d}/data/f && {{ test -e {d}/m; echo $?; }}")
+    ns = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert ns.stdout is not None and ns.stdout.readline() == "ready\n"
+        root = f"/proc/{ns.pid}/root"
+        guard.apply(FanotifyTable(exec_deny=[ExecDenyEntry(1, True, (f"{root}{d}/evil",))],
+                                  open_deny=[OpenDenyEntry(2, True, (f"{root}{d}/data",))]))
+        out, _ = ns.communicate("go\n", timeout=20)
+    finally:
+        if ns.poll() is None:
+            ns.kill()
+    assert out.split() == ["126", "2", "ns", "1"]  # exec denied, write denied, never ran
+    assert run([["exec", [str(d / "evil"), str(tree / "out" / "m")], None],
+                ["open", str(d / "data" / "f"), W]]) == [0, "ok"]
+    assert sorted((x.kind, x.rule_id) for x in guard.poll(1.0)) == [("exec", 1), ("open", 2)]
+
+
 # --- policy changes and the end ----------------------------------------------------------------------------
 
 def test_apply_swaps_atomically(tree: Path, guard: FanotifyGuard) -> None:
