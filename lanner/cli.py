@@ -22,6 +22,7 @@ class _LazyGroup(click.Group):
         "scan": ("lanner.posture.cli", "scan_command", "Check pod manifests' security posture."),
         "admission": ("lanner.posture.cli", "admission_command", "Run the admission webhook."),
         "capture": ("lanner.capture", "capture_command", "Record live kernel events to a file."),
+        "learn": ("lanner.learn", "learn_command", "Record what a workload runs; write an allow-list rule."),
         "run": ("lanner.run", "run_command", "Run the agent: live events, rules, alerts, metrics."),
         "config": ("lanner.run", "config_group", "Show the agent's effective configuration."),
         "doctor": ("lanner.doctor", "doctor_command", "Report what this kernel and machine allow."),
