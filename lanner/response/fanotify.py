@@ -174,6 +174,7 @@ class _FdLoop:
         self._fds: set[int] = set()
         self._retire: list[tuple[int, threading.Event]] = []
         self._stop = False
+        self.errors = 0
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -260,7 +261,10 @@ class _FdLoop:
                         break
                     if not buf:
                         break
-                    self._handle(fd, buf)
+                    try:
+                        self._handle(fd, buf)
+                    except Exception:  # the handlers count their own errors; the loop must live on
+                        self.errors += 1
 
 
 # --- the guard -----------------------------------------------------------------------------------------
@@ -299,6 +303,7 @@ class FanotifyGuard:
         self._cg_mount = find_cgroup2_mount()
         self._cg_cache: dict[str, tuple[int, int]] = {}
         """cgroup path -> (id, when cached in monotonic ns)."""
+        self._event_cgroup: tuple[int, int] | None = None
         self._counts: dict[str, int] = dict.fromkeys(
             ("events", "exec_events", "open_events", "denied", "monitored", "exempt", "errors",
              "unknown_access", "dropped", "new_dirs", "rewalks", "dirs_over_cap", "watch_errors"), 0)
@@ -358,7 +363,8 @@ class FanotifyGuard:
 
     def stats(self) -> dict[str, int]:
         gen = self._gen
-        return {**self._counts,
+        loop_errors = sum(loop.errors for loop in (self._responder, self._watcher) if loop is not None)
+        return {**self._counts, "loop_errors": loop_errors,
                 "dirs": len(gen.dirs) if gen else 0,
                 "files": len(gen.exec_by_inode) if gen else 0}
 
@@ -543,14 +549,14 @@ class FanotifyGuard:
             except Exception:
                 self._counts["errors"] += 1
             finally:
-                try:
+                # ENOENT: the process was killed while waiting, nothing waits for the answer
+                with contextlib.suppress(OSError):
                     os.write(gfd, sys_.RESPONSE.pack(fd, verdict))
-                except OSError:
-                    pass  # the process is gone (killed while waiting): nothing waits for the answer
-                finally:
+                with contextlib.suppress(OSError):
                     os.close(fd)
 
     def _decide(self, gfd: int, mask: int, fd: int, tid: int) -> int:
+        self._event_cgroup = None
         gen = self._gen
         if gen is None:
             return sys_.FAN_ALLOW
@@ -622,7 +628,16 @@ class FanotifyGuard:
         return (st.st_dev, st.st_ino) in self.protected_inodes
 
     def _cgroup_id(self, tid: int) -> int:
-        """The cgroup2 id (inode of its directory) of a thread; 0 when unknown."""
+        """The cgroup2 id (inode of its directory) of a thread; 0 when unknown. Read once per event
+        (a scope check and the decision both want it)."""
+        memo = self._event_cgroup
+        if memo is not None and memo[0] == tid:
+            return memo[1]
+        cid = self._read_cgroup_id(tid)
+        self._event_cgroup = (tid, cid)
+        return cid
+
+    def _read_cgroup_id(self, tid: int) -> int:
         if self._cg_mount is None:
             return 0
         try:
@@ -687,17 +702,14 @@ def _task_status(tid: int) -> tuple[int, str, bool]:
             raw = f.read(4096)
     except OSError:
         return 0, "", False
-    tgid = 0
-    comm = ""
-    kthread = False
-    for line in raw.split(b"\n"):
-        if line.startswith(b"Name:"):
-            comm = line[5:].strip().decode("utf-8", "replace")
-        elif line.startswith(b"Tgid:"):
-            tgid = int(line[5:])
-        elif line.startswith(b"Kthread:"):
-            kthread = line[8:].strip() == b"1"
-            break
+    # find() over the few fields needed: a line-by-line parse costs more than the read itself
+    name = raw.find(b"Name:\t")
+    comm = raw[name + 6:raw.find(b"\n", name)].decode("utf-8", "replace") if name >= 0 else ""
+    at = raw.find(b"\nTgid:\t")
+    if at < 0:
+        return 0, "", False
+    tgid = int(raw[at + 7:raw.find(b"\n", at + 7)])
+    kthread = raw.find(b"\nKthread:\t1") >= 0
     return tgid, comm, kthread
 
 
