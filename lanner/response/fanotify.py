@@ -30,8 +30,10 @@ hard link to a protected file made outside the tree is opened through an unmarke
 
 **Safety:** the guard's own process, pid 1, any tgid in ``protected_tgids``, kernel threads and
 any process whose ``/proc/<pid>/exe`` is one of ``protected_files`` are never denied. The
-responder always answers: an internal error allows (and is counted), and it reads only procfs and
-the event fd. Policy directories on procfs are refused (the responder reads procfs itself).
+responder always answers: an internal error allows (and is counted), and it touches only procfs,
+a stat in the cgroup2 mount and the event fd. Policy directories on procfs are refused (the
+responder reads procfs itself). The responder is a Python thread: while another thread of the
+process holds the GIL, an answer can wait for the interpreter's switch interval (5 ms by default).
 """
 
 from __future__ import annotations
@@ -306,7 +308,8 @@ class FanotifyGuard:
         self._event_cgroup: tuple[int, int] | None = None
         self._counts: dict[str, int] = dict.fromkeys(
             ("events", "exec_events", "open_events", "denied", "monitored", "exempt", "errors",
-             "unknown_access", "dropped", "new_dirs", "rewalks", "dirs_over_cap", "watch_errors"), 0)
+             "unknown_access", "dropped", "new_dirs", "rewalks", "dirs_over_cap", "watch_errors", "unwatched_dirs"),
+            0)
 
     # --- API ---------------------------------------------------------------------------------------
 
@@ -325,6 +328,11 @@ class FanotifyGuard:
         for entry in table.open_deny:
             if not (entry.read or entry.write):
                 raise ValueError(f"rule {entry.rule_id}: an open deny needs read or write")
+            if isinstance(entry.directories, str):
+                raise ValueError(f"rule {entry.rule_id}: directories must be a sequence of paths, not one string")
+        for xentry in table.exec_deny:
+            if isinstance(xentry.paths, str):
+                raise ValueError(f"rule {xentry.rule_id}: paths must be a sequence of paths, not one string")
         with self._apply_lock:
             self.start()
             assert self._responder is not None and self._watcher is not None
@@ -464,7 +472,14 @@ class FanotifyGuard:
                 if have is None or have | root.mask != have:
                     sys_.fanotify_mark(gen.perm_fd, sys_.FAN_MARK_ADD, root.mask, fd)
                     if have is None:
-                        sys_.fanotify_mark(gen.notify_fd, sys_.FAN_MARK_ADD, _NOTIFY_MASK, fd)
+                        try:
+                            sys_.fanotify_mark(gen.notify_fd, sys_.FAN_MARK_ADD, _NOTIFY_MASK, fd)
+                        except OSError as exc:
+                            # A filesystem without file handles cannot report names: its existing
+                            # directories are guarded, new ones are not (counted).
+                            if exc.errno not in (errno.EOPNOTSUPP, errno.ENODEV, errno.EXDEV):
+                                raise
+                            self._counts["unwatched_dirs"] += 1
                     gen.dirs[key] = (have or 0) | root.mask
                 root.devs.add(st.st_dev)
                 hkey = sys_.handle_key(fd)

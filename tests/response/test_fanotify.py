@@ -198,7 +198,9 @@ def test_write_below_protected_directory_fails_while_reads_work(tree: Path, guar
     guard.apply(deny_writes(tree))
     assert guard.stats()["dirs"] == 2
     (prot / "later" / "deep").mkdir(parents=True)  # after apply(): the watcher marks both
-    wait_dirs(guard, 4)
+    (tree / "out" / "moved" / "inner").mkdir(parents=True)
+    (tree / "out" / "moved").rename(prot / "moved")  # moved in: its subtree too
+    wait_dirs(guard, 6)
     creat = ["creat", str(prot / "c")] if platform.machine() == "x86_64" else ["open", str(prot / "c"), W | CREAT]
     res = run([
         ["open", str(prot / "f"), W],
@@ -212,19 +214,20 @@ def test_write_below_protected_directory_fails_while_reads_work(tree: Path, guar
         creat,
         ["open", str(prot / "sub" / "g"), W],
         ["open", str(prot / "later" / "deep" / "x"), W | CREAT],
+        ["open", str(prot / "moved" / "inner" / "x"), W | CREAT],
         ["read", str(prot / "f")],
         ["read", str(prot / "sub" / "g")],
         ["openat2", str(prot / "f"), os.O_RDONLY],
         ["listdir", str(prot)],
         ["open", str(tree / "out" / "free"), W | CREAT],
     ])
-    assert res == ["EPERM"] * 11 + ["ok"] * 5
+    assert res == ["EPERM"] * 12 + ["ok"] * 5
     assert (prot / "f").read_text() == "orig"  # O_TRUNC was refused before truncating
     decisions = guard.poll(1.0)
-    assert len(decisions) == 11
+    assert len(decisions) == 12
     assert all(d.kind == "open" and d.rule_id == 7 and d.enforced for d in decisions)
     assert decisions[0].path == str(prot / "f") and decisions[0].flags & os.O_ACCMODE == W
-    assert decisions[-1].path == str(prot / "later" / "deep" / "x")
+    assert decisions[-1].path == str(prot / "moved" / "inner" / "x")
 
 
 def test_read_deny_denies_reads_and_listing_not_writes(tree: Path, guard: FanotifyGuard) -> None:
@@ -360,6 +363,7 @@ def test_invalid_policies_are_refused(tree: Path) -> None:
             (FanotifyTable(open_deny=(OpenDenyEntry(1, True, (str(tree),)),)), "more than 3 directories"),
             (FanotifyTable(open_deny=(OpenDenyEntry(1, True, ("/proc/self",)),)), "procfs"),
             (FanotifyTable(open_deny=(OpenDenyEntry(1, True, (str(tree),), write=False),)), "read or write"),
+            (FanotifyTable(exec_deny=(ExecDenyEntry(1, True, str(tree / "bin" / "evil")),)), "sequence"),  # type: ignore[arg-type]
         ]:
             with pytest.raises(ValueError, match=match):
                 g.apply(table)
