@@ -144,11 +144,14 @@ class _Guard:
                 for m in obj.maps():
                     pinned = f"{self._maps_dir}/{m.name}"
                     if os.path.exists(pinned):
+                        want = m.shape()
                         fd = libbpf.obj_get(pinned)
                         try:
-                            m.reuse_fd(fd)  # libbpf dups the fd
+                            m.reuse_fd(fd)  # libbpf dups the fd and adopts the pinned map's shape
                         finally:
                             os.close(fd)
+                        if m.shape() != want:
+                            raise libbpf.BpfError(errno.EINVAL, f"pinned map {pinned} differs from this guard's")
             obj.load()
         except BaseException:
             obj.close()
@@ -224,13 +227,20 @@ class _Guard:
     def close(self, keep: bool = False) -> None:
         """Detach and unload. keep=True pins the links and maps under pin_dir first, so the
         enforcement outlives this process (the next guard's load takes it over); keep=False also
-        removes whatever is pinned there."""
+        removes whatever is pinned there. A second close() does nothing: the pins may belong to
+        a newer guard by then."""
         if self._obj is None:
-            if not keep:
-                self._unpin_all()
             return
+        error: GuardError | None = None
         if keep:
-            self._pin()
+            try:
+                self._pin()
+                # the agent's pid will be free once it exits: nothing may inherit its protection
+                self._maps["protected_tgids"].delete(_U32.pack(self.agent_tgid))
+            except (OSError, libbpf.BpfError) as exc:
+                keep = False
+                error = GuardError(f"{self.PIN_NAME}: cannot keep the enforcement pinned under {self.pin_dir} "
+                                   f"({exc}); it was removed")
         if self._ring is not None:
             self._ring.free()
             self._ring = None
@@ -242,6 +252,8 @@ class _Guard:
         self._maps = {}
         if not keep:
             self._unpin_all()
+        if error is not None:
+            raise error
 
     def _pin(self) -> None:
         os.makedirs(self._maps_dir, exist_ok=True)

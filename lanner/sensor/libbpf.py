@@ -68,6 +68,10 @@ def lib() -> ctypes.CDLL:
         "bpf_obj_pin": (c_int, [c_int, c_char_p]),
         "bpf_obj_get": (c_int, [c_char_p]),
         "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
+        "bpf_map__type": (c_int, [c_void_p]),
+        "bpf_map__key_size": (c_uint32, [c_void_p]),
+        "bpf_map__value_size": (c_uint32, [c_void_p]),
+        "bpf_map__max_entries": (c_uint32, [c_void_p]),
     }
     for fname, (restype, argtypes) in sigs.items():
         fn = getattr(so, fname)
@@ -158,6 +162,12 @@ class Map:
     @property
     def fd(self) -> int:
         return _check_int(lib().bpf_map__fd(self.ptr), f"map fd {self.name}")
+
+    def shape(self) -> tuple[int, int, int, int]:
+        """(type, key size, value size, max entries): what must match for a map to be reused."""
+        lb = lib()
+        return (lb.bpf_map__type(self.ptr), lb.bpf_map__key_size(self.ptr), lb.bpf_map__value_size(self.ptr),
+                lb.bpf_map__max_entries(self.ptr))
 
     def reuse_fd(self, fd: int) -> None:
         """Use an existing map (of another loaded object) instead of creating one at load."""

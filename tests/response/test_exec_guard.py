@@ -352,6 +352,10 @@ def test_close_removes_everything_and_keep_hands_over(prog: Path, marker_prog: P
         pid, rc = run([str(prog), str(tmp_path / "away")])
         assert rc == KILLED and not ran(tmp_path / "away")
         assert os.path.isdir(f"{pin}/links") and os.listdir(f"{pin}/links")
+        first.close()  # a second close leaves the kept enforcement alone
+        assert os.listdir(f"{pin}/links")
+        # the exited agent's pid must not stay protected (it could be reused)
+        assert _bpftool("map", "dump", "pinned", f"{pin}/maps_v1/protected_tgids") == []
 
         second.load()
         assert second.took_over
@@ -372,6 +376,42 @@ def test_close_removes_everything_and_keep_hands_over(prog: Path, marker_prog: P
         first.close()
         second.close()
         shutil.rmtree(pin, ignore_errors=True)
+
+
+def test_takeover_of_incompatible_pins_starts_fresh(prog: Path, tmp_path: Path) -> None:
+    require_bpf("exec_guard.bpf.o")
+    pin = f"/sys/fs/bpf/lanner-test-{os.getpid()}-{secrets.token_hex(3)}"
+    first, second = ExecGuard(pin_dir=pin), ExecGuard(pin_dir=pin, ring_bytes=512 << 10)
+    try:
+        first.load()
+        first.attach()
+        first.apply(ExecTable(deny=[ExecDeny.for_path(prog, 71)]))
+        ids = set(first.prog_ids())
+        first.close(keep=True)
+        second.load()  # another ring size: the pinned maps do not fit, so it makes its own
+        assert not second.took_over
+        second.attach()
+        assert _gone(ids)
+        assert run([str(prog), str(tmp_path / "m")])[1] == 0  # an empty policy until apply()
+        second.close()
+        assert not os.path.exists(pin)
+    finally:
+        first.close()
+        second.close()
+        shutil.rmtree(pin, ignore_errors=True)
+
+
+def test_keep_without_bpffs_is_a_clear_error_and_removes_everything(prog: Path, tmp_path: Path) -> None:
+    require_bpf("exec_guard.bpf.o")
+    g = ExecGuard(pin_dir=str(tmp_path / "not-bpffs"))
+    g.load()
+    g.attach()
+    g.apply(ExecTable(deny=[ExecDeny.for_path(prog, 61)]))
+    ids = set(g.prog_ids())
+    with pytest.raises(GuardError, match="cannot keep the enforcement pinned"):
+        g.close(keep=True)
+    assert _gone(ids)
+    assert run([str(prog), str(tmp_path / "m")])[1] == 0
 
 
 def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
