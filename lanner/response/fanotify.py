@@ -99,7 +99,8 @@ class OpenDenyEntry:
     rule_id: int
     enforce: bool
     directories: tuple[str, ...]
-    """Host paths, or ``/proc/<pid>/root/<path>`` for a directory as a container sees it."""
+    """Host paths, or ``/proc/<pid>/root/<path>`` for a directory as a container sees it. The
+    guard keeps an O_PATH fd of each (the anchor for new sub-directories) until the next apply()."""
     write: bool = True
     """O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, creat(2)."""
     read: bool = False
@@ -123,7 +124,7 @@ class FanotifyTable:
 
 @dataclass(eq=False, slots=True)
 class _Root:
-    """One protected directory of one OpenDenyEntry entry, as resolved at apply() time."""
+    """One protected directory of one OpenDenyEntry, as resolved at apply() time."""
 
     entry: OpenDenyEntry
     path: str
