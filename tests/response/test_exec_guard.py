@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,9 +106,9 @@ def guard() -> Iterator[ExecGuard]:
         shutil.rmtree(pin, ignore_errors=True)
 
 
-def run(argv: list[str], **kw: object) -> tuple[int, int]:
+def run(argv: list[str], **kw: Any) -> tuple[int, int]:
     """Run a child; (pid, returncode)."""
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
     return p.pid, p.wait(timeout=30)
 
 
@@ -189,6 +190,19 @@ def test_scoped_deny_applies_in_its_cgroup_only(guard: ExecGuard, prog: Path, tm
     assert r.returncode == KILLED and not ran(tmp_path / "in")
     _, rc = run([str(prog), str(tmp_path / "out")])
     assert rc == 0 and ran(tmp_path / "out")
+
+    # a monitoring entry everywhere does not hide the cgroup's enforcing one
+    guard.apply(ExecTable(deny=[ExecDeny.for_path(prog, rule_id=14, enforce=False),
+                                ExecDeny.for_path(prog, rule_id=13, scope=test_cgroup.id)]))
+    dec = Decisions(guard)
+    p = subprocess.Popen([str(prog), str(tmp_path / "in2")], preexec_fn=test_cgroup.enter)
+    assert p.wait(30) == KILLED and not ran(tmp_path / "in2")
+    (d,) = dec.of(p.pid)
+    assert (d.rule_id, d.enforced) == (13, True)
+    pid, rc = run([str(prog), str(tmp_path / "out2")])
+    assert rc == 0 and ran(tmp_path / "out2")
+    (d,) = dec.of(pid)
+    assert (d.rule_id, d.enforced) == (14, False)
 
 
 def test_allow_list_kills_unlisted_programs_in_the_cgroup(guard: ExecGuard, marker_prog: Path, tmp_path: Path,
@@ -315,13 +329,13 @@ def test_apply_swaps_policies_atomically(guard: ExecGuard, marker_prog: Path, tm
     assert run([str(a), str(tmp_path / "a3")])[1] == 0
 
 
-def _bpftool(*args: str) -> object:
+def _bpftool(*args: str) -> Any:
     r = subprocess.run(["bpftool", "-j", *args], capture_output=True, text=True, check=True)
     return json.loads(r.stdout.strip() or "[]")
 
 
 def _live_prog_ids() -> set[int]:
-    return {int(p["id"]) for p in _bpftool("prog", "show")}  # type: ignore[attr-defined,index]
+    return {int(p["id"]) for p in _bpftool("prog", "show")}
 
 
 def _gone(ids: set[int], timeout: float = 3.0) -> bool:

@@ -173,8 +173,17 @@ def test_monitor_mode_lets_it_through_and_reports(guard: NetGuard, ports: Listen
     guard.apply(NetTable(deny=[NetDeny(7, addrs=["127.0.0.1"], ports=[port], enforce=False)]))
     pid, res = probe("connect", V4, "127.0.0.1", port)
     assert res == "ok"
-    (d,) = Decisions(guard).of(pid)
+    dec = Decisions(guard)
+    (d,) = dec.of(pid)
     assert (d.rule_id, d.enforced, d.error, d.result) == (7, False, "", "allowed")
+
+    # a monitoring entry does not hide an enforcing one of another shape
+    guard.apply(NetTable(deny=[NetDeny(7, addrs=["127.0.0.1"], ports=[port], enforce=False),
+                               NetDeny(8, addrs=["127.0.0.1"])]))
+    pid, res = probe("connect", V4, "127.0.0.1", port)
+    assert res == EPERM
+    (d,) = dec.of(pid)
+    assert (d.rule_id, d.enforced) == (8, True)
 
 
 def test_isolate_cuts_one_cgroup_off(guard: NetGuard, ports: Listeners, test_cgroup: Cgroup) -> None:

@@ -168,6 +168,23 @@ static __always_inline void decide(struct linux_binprm *bprm, __u64 cg, __u64 de
     bpf_ringbuf_submit(e, 0);  /* decisions are rare: wake the reader at once */
 }
 
+/* The first enforcing match decides; without one, the first monitoring match is reported. */
+struct hit {
+    __u32 kind;
+    __u32 rule_id;
+    __u8 enforce;
+};
+
+static __always_inline int note(struct hit *h, __u32 kind, __u32 rule_id, __u8 enforce)
+{
+    if (enforce || !h->kind) {
+        h->kind = kind;
+        h->rule_id = rule_id;
+        h->enforce = enforce;
+    }
+    return enforce;  /* nonzero: stop looking */
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(lnr_exec_guard, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -178,39 +195,37 @@ int BPF_PROG(lnr_exec_guard, struct task_struct *p, pid_t old_pid, struct linux_
     struct inode *inode = bprm->file->f_inode;
     __u64 dev = inode->i_sb->s_dev;
     __u64 ino = inode->i_ino;
+    __u64 cg = bpf_get_current_cgroup_id();
+    struct hit h = {};
     struct verdict *v;
 
     if (flags & G_GLOBAL_DENY) {
         struct deny_key k = {.gen = gen, .scope = 0, .dev = dev, .ino = ino};
         v = bpf_map_lookup_elem(&deny, &k);
-        if (v) {
-            decide(bprm, bpf_get_current_cgroup_id(), dev, ino, K_DENY, v->rule_id, v->enforce);
-            return 0;
-        }
+        if (v && note(&h, K_DENY, v->rule_id, v->enforce))
+            goto out;
     }
     if (!(flags & G_SCOPED))
-        return 0;
-    __u64 cg = bpf_get_current_cgroup_id();
+        goto out;
     struct scope_key sk = {.gen = gen, .cgroup_id = cg};
     struct scope_val *s = bpf_map_lookup_elem(&scopes, &sk);
     if (!s)
-        return 0;
+        goto out;
     if (s->flags & S_DENY) {
         struct deny_key k = {.gen = gen, .scope = cg, .dev = dev, .ino = ino};
         v = bpf_map_lookup_elem(&deny, &k);
-        if (v) {
-            decide(bprm, cg, dev, ino, K_DENY, v->rule_id, v->enforce);
-            return 0;
-        }
+        if (v && note(&h, K_DENY, v->rule_id, v->enforce))
+            goto out;
     }
     if (s->flags & S_ALLOW) {
         struct allowed_key ak = {.gen = gen, .list = s->allow_list, .dev = dev, .ino = ino};
-        if (!bpf_map_lookup_elem(&allowed, &ak)) {
-            decide(bprm, cg, dev, ino, K_ALLOW, s->allow_rule, s->allow_enforce);
-            return 0;
-        }
+        if (!bpf_map_lookup_elem(&allowed, &ak) && note(&h, K_ALLOW, s->allow_rule, s->allow_enforce))
+            goto out;
     }
     if ((s->flags & S_DRIFT) && on_upper_layer(inode))
-        decide(bprm, cg, dev, ino, K_DRIFT, s->drift_rule, s->drift_enforce);
+        note(&h, K_DRIFT, s->drift_rule, s->drift_enforce);
+out:
+    if (h.kind)
+        decide(bprm, cg, dev, ino, h.kind, h.rule_id, h.enforce);
     return 0;
 }

@@ -79,47 +79,62 @@ struct {
     __type(value, __u32);  /* shape mask */
 } scopes SEC(".maps");
 
+/* v if it enforces; else remember it as the monitoring match (the first one) and return NULL. */
+static __always_inline struct verdict *note(struct verdict *v, struct verdict **mon)
+{
+    if (v->enforce)
+        return v;
+    if (!*mon)
+        *mon = v;
+    return NULL;
+}
+
 static __always_inline struct verdict *lookup(struct net_key *k, __u32 kind)
 {
     struct verdict *v = bpf_map_lookup_elem(&deny, k);
     return v && (v->kinds & (1 << kind)) ? v : NULL;
 }
 
-/* The first matching shape of one scope, or NULL. k arrives with the exact destination. */
-static __always_inline struct verdict *match(struct net_key *k, __u32 mask, __u32 kind)
+/* The first enforcing entry of one scope's shapes, or NULL; the first monitoring entry met on
+ * the way goes to *mon, so monitor entries never hide an enforcing one. k arrives with the exact
+ * destination and leaves unchanged. */
+static __always_inline struct verdict *match(struct net_key *k, __u32 mask, __u32 kind, struct verdict **mon)
 {
     struct verdict *v;
     __u16 port = k->port;
     __u64 a0 = *(__u64 *)&k->addr[0], a1 = *(__u64 *)&k->addr[8];
+    struct verdict *found = NULL;
     if (mask & SH_EXACT) {
         v = lookup(k, kind);
-        if (v)
-            return v;
+        if (v && (found = note(v, mon)))
+            return found;
     }
     if (mask & SH_ANY_PORT) {
         k->port = 0;
         v = lookup(k, kind);
         k->port = port;
-        if (v)
-            return v;
+        if (v && (found = note(v, mon)))
+            return found;
     }
     if (mask & (SH_ANY_ADDR | SH_ANY_ANY)) {
         *(__u64 *)&k->addr[0] = 0;
         *(__u64 *)&k->addr[8] = 0;
-        v = NULL;
-        if (mask & SH_ANY_ADDR)
+        if (mask & SH_ANY_ADDR) {
             v = lookup(k, kind);
-        if (!v && (mask & SH_ANY_ANY)) {
+            if (v)
+                found = note(v, mon);
+        }
+        if (!found && (mask & SH_ANY_ANY)) {
             k->port = 0;
             v = lookup(k, kind);
             k->port = port;
+            if (v)
+                found = note(v, mon);
         }
         *(__u64 *)&k->addr[0] = a0;
         *(__u64 *)&k->addr[8] = a1;
-        if (v)
-            return v;
     }
-    return NULL;
+    return found;
 }
 
 static __always_inline int guard(struct bpf_sock_addr *ctx, __u32 kind, int v6)
@@ -145,19 +160,21 @@ static __always_inline int guard(struct bpf_sock_addr *ctx, __u32 kind, int v6)
     }
 
     __u64 cg = bpf_get_current_cgroup_id();
-    struct verdict *v = NULL;
+    struct verdict *v = NULL, *mon = NULL;
     if (flags & G_SCOPED) {
         struct scope_key sk = {.gen = gen, .cgroup_id = cg};
         __u32 *mask = bpf_map_lookup_elem(&scopes, &sk);
         if (mask) {
             k.scope = cg;
-            v = match(&k, *mask, kind);
+            v = match(&k, *mask, kind, &mon);
         }
     }
     if (!v && (flags & 0xff)) {
         k.scope = 0;
-        v = match(&k, flags & 0xff, kind);
+        v = match(&k, flags & 0xff, kind, &mon);
     }
+    if (!v)
+        v = mon;
     if (!v)
         return 1;
 
