@@ -259,8 +259,8 @@ class _Guard:
         os.makedirs(self._maps_dir, exist_ok=True)
         os.makedirs(self._links_dir, exist_ok=True)
         for name, m in self._maps.items():
-            if name.startswith("."):
-                continue
+            if name.startswith((".", "sync_")):
+                continue  # not state: a new guard makes its own
             path = f"{self._maps_dir}/{name}"
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -351,6 +351,7 @@ class _Guard:
         state.update(_U32.pack(1 + new), _U32.pack(flags))
         state.update(_U32.pack(0), new_p)  # the switch: one aligned 4-byte store
         self._gen = new
+        self._wait_for_programs()  # nothing still reads the old generation once this returns
         for name, keys in self._active.items():
             for key in keys:
                 maps[name].delete(key)
@@ -364,6 +365,11 @@ class _Guard:
         for t in self._table_tgids - want_tgids:
             maps["protected_tgids"].delete(_U32.pack(t))
         self._table_tgids = want_tgids
+
+    def _wait_for_programs(self) -> None:
+        """Return after every program run that began before the call has finished (guard.h)."""
+        inner = self._maps["sync_inner"]
+        self._maps["sync_programs"].update(_U32.pack(0), _U32.pack(inner.fd))
 
     # --- decisions --------------------------------------------------------------------------
 

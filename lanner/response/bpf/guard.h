@@ -41,6 +41,26 @@ struct {
     __uint(max_entries, 256 << 10);  /* user space may resize before load */
 } decisions SEC(".maps");
 
+/* Never read by a program. Updating an ARRAY_OF_MAPS slot from user space returns only after an
+ * RCU grace period (the kernel waits for running non-sleepable programs), so user space updates
+ * it after the generation switch: no program still using the old generation is running when the
+ * old entries are deleted. */
+struct sync_inner {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u32);
+} sync_inner SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __array(values, struct sync_inner);
+} sync_programs SEC(".maps") = {
+    .values = {[0] = &sync_inner},
+};
+
 /* The active generation and its flags; 0 flags means "no policy": the caller returns at once. */
 static __always_inline __u32 active_gen(__u32 *flags)
 {
