@@ -175,6 +175,16 @@ class _Guard:
                 self._obj = self._open(False)
         except libbpf.BpfError as exc:
             raise GuardError(f"{exc} — see `lanner doctor`") from exc
+        try:
+            self._adopt(reuse)
+        except libbpf.BpfError as exc:
+            self._obj.close()
+            self._obj = None
+            raise GuardError(f"{self.PIN_NAME}: {exc}") from exc
+
+    def _adopt(self, reuse: bool) -> None:
+        """Read the loaded maps' state and register the agent as protected."""
+        assert self._obj is not None
         self._maps = {m.name: m for m in self._obj.maps()}
         self.took_over = reuse
         state = self._maps["state"]
