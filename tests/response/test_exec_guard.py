@@ -264,6 +264,15 @@ def test_drift_kills_files_written_after_the_mount(guard: ExecGuard, marker_prog
     assert rc == 0 and ran(tmp_path / "outside")
 
 
+def test_deny_of_a_file_seen_through_overlayfs(guard: ExecGuard, tmp_path: Path, overlay: Path) -> None:
+    """A container's rootfs is an overlay: its files are keyed as the overlay shows them."""
+    guard.apply(ExecTable(deny=[ExecDeny.for_path(overlay / "lowprog", 35)]))
+    pid, rc = run([str(overlay / "lowprog"), str(tmp_path / "m")])
+    assert rc == KILLED and not ran(tmp_path / "m")
+    (d,) = Decisions(guard).of(pid)
+    assert (d.rule_id, d.dev, d.ino) == (35, *file_key(overlay / "lowprog"))
+
+
 def test_protected_processes_and_files_are_never_killed(guard: ExecGuard, prog: Path, marker_prog: Path,
                                                         tmp_path: Path) -> None:
     """Host pid 1 and kernel threads are protected by the same check in the kernel; they cannot
