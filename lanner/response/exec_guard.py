@@ -28,7 +28,7 @@ import shutil
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from lanner.response.decisions import Decision
 from lanner.sensor import libbpf
@@ -287,7 +287,7 @@ class _Guard:
             with contextlib.suppress(OSError):
                 os.rmdir(os.path.dirname(self.pin_dir))  # /sys/fs/bpf/lanner when it is empty
 
-    def __enter__(self) -> _Guard:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -331,49 +331,57 @@ class _Guard:
 
         # Protection grows before the switch and shrinks after it: never less than either policy.
         want_tgids = {_check_int(t, "protected tgid", _MAX_U32) for t in tgids} - {self.agent_tgid}
-        for name, keys in sets.items():
-            for k in keys - self._sets[name]:
-                maps[name].update(k, b"\x01")
-        for t in sorted(want_tgids - self._table_tgids):
-            maps["protected_tgids"].update(_U32.pack(t), _PROTECT_TABLE)
+        added: list[tuple[str, bytes]] = []
 
-        written: dict[str, list[bytes]] = {name: [] for name in self.GEN_MAPS}
+        def add(name: str, key: bytes, value: bytes) -> None:
+            maps[name].update(key, value)
+            added.append((name, key))
+
         try:
-            for name, ents in entries.items():
-                m = maps[name]
-                for k, v in ents.items():
-                    key = new_p + k
-                    m.update(key, v)
-                    written[name].append(key)
-        except libbpf.BpfError as exc:
-            for name, added in written.items():
-                for key in added:
-                    maps[name].delete(key)
             for name, keys in sets.items():
                 for k in keys - self._sets[name]:
-                    maps[name].delete(k)
-            for t in want_tgids - self._table_tgids:
-                maps["protected_tgids"].delete(_U32.pack(t))
+                    add(name, k, b"\x01")
+            for t in sorted(want_tgids - self._table_tgids):
+                add("protected_tgids", _U32.pack(t), _PROTECT_TABLE)
+            for name, ents in entries.items():
+                for k, v in ents.items():
+                    add(name, new_p + k, v)
+        except libbpf.BpfError as exc:
+            for name, key in added:
+                maps[name].delete(key)
             hint = " (the policy is larger than the map)" if exc.errno in (errno.E2BIG, errno.ENOSPC) else ""
             raise GuardError(f"{self.PIN_NAME}: policy not applied, the previous one stays: {exc}{hint}") from exc
 
         state = maps["state"]
-        state.update(_U32.pack(1 + new), _U32.pack(flags))
-        state.update(_U32.pack(0), new_p)  # the switch: one aligned 4-byte store
+        try:
+            state.update(_U32.pack(1 + new), _U32.pack(flags))
+            state.update(_U32.pack(0), new_p)  # the switch: one aligned 4-byte store
+        except libbpf.BpfError as exc:
+            self._active = None  # the next apply() cleans up from what the maps hold
+            raise GuardError(f"{self.PIN_NAME}: policy not applied: {exc}") from exc
         self._gen = new
-        self._wait_for_programs()  # nothing still reads the old generation once this returns
-        for name, keys in self._active.items():
-            for key in keys:
-                maps[name].delete(key)
-        state.update(_U32.pack(1 + old), _U32.pack(0))
-        self._active = {name: set(keys) for name, keys in written.items()}
-
-        for name, keys in sets.items():
-            for k in self._sets[name] - keys:
-                maps[name].delete(k)
+        previous = self._active
+        self._active = None  # until the old generation is gone: if this fails, the next apply rescans
+        try:
+            self._wait_for_programs()  # nothing still reads the old generation once this returns
+            for name, keys in previous.items():
+                for key in keys:
+                    maps[name].delete(key)
+            state.update(_U32.pack(1 + old), _U32.pack(0))
+            for name, keys in sets.items():
+                for k in self._sets[name] - keys:
+                    maps[name].delete(k)
+            for t in self._table_tgids - want_tgids:
+                maps["protected_tgids"].delete(_U32.pack(t))
+        except libbpf.BpfError as exc:
+            self._sets = self._table_tgids = None
+            raise GuardError(f"{self.PIN_NAME}: the new policy is in force, "
+                             f"removing the old one failed: {exc}") from exc
+        self._active = {name: set() for name in self.GEN_MAPS}
+        for name, key in added:
+            if name in self._active:
+                self._active[name].add(key)
         self._sets = {name: set(keys) for name, keys in sets.items()}
-        for t in self._table_tgids - want_tgids:
-            maps["protected_tgids"].delete(_U32.pack(t))
         self._table_tgids = want_tgids
 
     def _wait_for_programs(self) -> None:

@@ -331,8 +331,12 @@ def test_apply_swaps_policies_atomically(guard: ExecGuard, marker_prog: Path, tm
     kills = [d for d in guard.poll(100) if d.rule_id == 3]
     assert len(kills) >= 30 and all(d.enforced for d in kills)
 
-    # a bad table changes nothing
+    # a table that does not fit, or a bad one, changes nothing
     guard.apply(table_b)
+    huge = ExecTable(deny=[ExecDeny(9, 1, ino) for ino in range(1, 20_001)])
+    with pytest.raises(GuardError, match=r"policy not applied, the previous one stays.*larger than the map"):
+        guard.apply(huge)
+    assert len(guard._maps["deny"].keys(32)) == 2
     with pytest.raises(ValueError, match="cgroup id"):
         guard.apply(ExecTable(deny=[ExecDeny.for_path(a, 1)], drift=[DriftScope(0, 9)]))
     assert run([str(b), str(tmp_path / "b3")])[1] == KILLED
