@@ -50,8 +50,10 @@ mkdir -p "$out"
 
 # --- 1. the base ---------------------------------------------------------------------------------
 # python3 + python3-venv: the interpreter and the venv the image installs into; libbpf1: the BPF
-# loader the sensor calls through ctypes; ca-certificates: HTTPS outputs (falcosidekick, webhooks).
-BASE_PACKAGES="python3,python3-venv,libbpf1,ca-certificates"
+# loader the sensor calls through ctypes; libstdc++6: grpcio's extension (the CRI client);
+# ca-certificates: HTTPS outputs (falcosidekick, webhooks); tini: the entrypoint, which passes
+# signals on to lanner (deploy/image/Containerfile says why).
+BASE_PACKAGES="python3,python3-venv,libbpf1,libstdc++6,ca-certificates,tini"
 MIRROR=${LANNER_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY=${LANNER_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
 base_tar=$out/base-bookworm.tar

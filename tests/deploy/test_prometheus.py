@@ -86,7 +86,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         def ready() -> bool:
             assert proc.poll() is None, f"prometheus exited: {(tmp / 'prometheus.log').read_text()}"
             try:
-                return urllib.request.urlopen(f"{s.url}/-/ready", timeout=2).status == 200
+                return bool(urllib.request.urlopen(f"{s.url}/-/ready", timeout=2).status == 200)
             except OSError:
                 return False
         wait_until(ready, "Prometheus ready", timeout=30)
