@@ -19,18 +19,20 @@ class Engine:
 
     ``process(event)`` returns the alerts of one event: with ``rule_matching="first"`` (Falco's
     default) at most one — the first rule in load order whose condition holds — and with
-    ``"all"`` every matching rule. Only enabled rules at or above ``min_priority`` take part.
+    ``"all"`` every matching rule. Only enabled rules at or above ``min_priority`` take part, and
+    none whose action is in ``skip_actions`` (the agent leaves block rules to the kernel).
     """
 
     def __init__(self, ruleset: Ruleset, rule_matching: str = "first",
-                 min_priority: Priority | str = Priority.DEBUG) -> None:
+                 min_priority: Priority | str = Priority.DEBUG, skip_actions: frozenset[str] = frozenset()) -> None:
         if rule_matching not in RULE_MATCHING:
             raise ValueError(f"rule_matching must be one of {', '.join(RULE_MATCHING)}")
         if isinstance(min_priority, str):
             min_priority = Priority.parse(min_priority)
         self.first = rule_matching == "first"
         self.rules: list[Rule] = sorted(
-            (r for r in ruleset.rules.values() if r.enabled and r.priority <= min_priority),
+            (r for r in ruleset.rules.values()
+             if r.enabled and r.priority <= min_priority and r.action not in skip_actions),
             key=lambda r: r.index)
         self.tests = ruleset.tests if ruleset.tests is not None else TestCache()
         self.hostname = hostname()

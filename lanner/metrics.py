@@ -83,6 +83,16 @@ class AgentMetrics(Collector):
         for (rule, action, mode, result), n in sorted(self.enforcement.items()):
             enf.add_metric([rule, action, mode, result], n)
         yield enf
+        enforcement = snap.get("enforcement")
+        if enforcement is not None:
+            lost = CounterMetricFamily("lanner_enforcement_decisions_lost", "Enforcement decisions a mechanism "
+                                       "could not report (its queue was full); the action was still decided.",
+                                       labels=["mechanism"])
+            for mech, n in sorted(enforcement["lost"].items()):
+                lost.add_metric([mech], n)
+            yield lost
+            yield GaugeMetricFamily("lanner_enforcement_workloads", "Containers some block policy covers now.",
+                                    value=enforcement["workloads"])
         rl = CounterMetricFamily("lanner_rules_reloads", "Rule reloads (SIGHUP), by result.", labels=["result"])
         for result in ("ok", "failed"):
             rl.add_metric([result], self.reloads.get(result, 0))

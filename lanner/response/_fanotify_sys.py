@@ -177,11 +177,6 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
     return fd
 
 
-def kernel_dev(st_dev: int) -> int:
-    """st_dev as the kernel encodes it (``s_dev``: major << 20 | minor), as BPF and Decision report it."""
-    return (os.major(st_dev) << 20) | os.minor(st_dev)
-
-
 # --- the syscall a blocked thread is in ------------------------------------------------------------------
 
 _MACHINE = platform.machine()

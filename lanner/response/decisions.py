@@ -7,8 +7,14 @@ it. Backends know rules only by the integer id the enforcer gave them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, replace
 
+from lanner.events import Container, Event, FdInfo, Process
+
+PROTECTED = "not enforced: "
+"""How a mechanism's ``error`` starts when it matched but left the process alone because it is
+protected (the agent, pid 1, a kernel thread, a protected program)."""
 MECHANISMS = ("fanotify", "exec-kill", "cgroup-net", "reactive")
 KINDS = ("exec", "open", "connect", "sendmsg", "process", "container")
 
@@ -47,8 +53,44 @@ class Decision:
     @property
     def result(self) -> str:
         """The word alerts and metrics use: blocked/killed, allowed (monitor), or failed."""
+        if self.error.startswith(PROTECTED):
+            return "protected"
         if self.error:
             return "failed"
         if not self.enforced:
             return "allowed"
         return "killed" if self.mechanism == "exec-kill" else "blocked"
+
+
+_EVENT_TYPE = {"exec": "execve", "open": "openat", "connect": "connect", "sendmsg": "sendto"}
+
+
+def as_event(d: Decision, caller: Process | None, container: Container | None) -> Event:
+    """The event a decision stands for, so the rule's own output template renders its alert.
+
+    ``caller`` is the process as the agent's state knows it. For an exec, the event's process is
+    the program that was (or would have been) started — its path from the decision, its parent the
+    caller — which is what a rule's ``%proc.exepath`` / ``%proc.pname`` mean for an exec.
+    """
+    proc = caller
+    if d.kind == "exec":
+        base = caller if caller is not None else Process(pid=d.tgid, name=d.comm)
+        proc = replace(base, exepath=d.path, exe=d.path, name=(d.path.rsplit("/", 1)[-1] or d.comm)[:15],
+                       parent=base if d.mechanism == "fanotify" else base.parent, args=[])
+    elif proc is None:
+        proc = Process(pid=d.tgid, name=d.comm)
+    fd: FdInfo | None = None
+    args: dict[str, object] = {}
+    if d.kind == "open":
+        fd = FdInfo(num=-1, type="file", name=d.path, nameraw=d.path, dev=d.dev, ino=d.ino)
+        args = {"name": d.path, "flags": d.flags}
+    elif d.kind in ("connect", "sendmsg"):
+        v4 = d.family == socket.AF_INET
+        name = f"->{d.addr}:{d.port}" if v4 else f"->[{d.addr}]:{d.port}"
+        fd = FdInfo(num=-1, type="ipv4" if v4 else "ipv6", name=name, sip=d.addr, sport=d.port,
+                    role="client")
+    elif d.kind == "exec":
+        args = {"exe": d.path, "filename": d.path}
+    res = -1 if d.enforced and d.mechanism != "exec-kill" else 0  # -EPERM
+    return Event(type=_EVENT_TYPE.get(d.kind, d.kind), ts=d.ts_ns, tid=d.tid, res=res, args=args, proc=proc,
+                 fd=fd, container=container)

@@ -30,7 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
-from lanner.response.decisions import Decision
+from lanner.response.decisions import PROTECTED, Decision
+from lanner.response.safety import file_key, kernel_dev
 from lanner.sensor import libbpf
 from lanner.sensor.loader import SensorError, object_path
 from lanner.sensor.records import Clock
@@ -58,24 +59,6 @@ def _check_int(value: int, what: str, limit: int) -> int:
     return value
 
 
-def kernel_dev(st_dev: int) -> int:
-    """st_dev as the kernel stores it in i_sb->s_dev (major << 20 | minor)."""
-    return (os.major(st_dev) << 20) | os.minor(st_dev)
-
-
-def file_key(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(dev, ino) of a file as the exec guard matches it, following symlinks. Stat the file as the
-    workload sees it (inside a container: /proc/PID/root/...), which on overlayfs is the overlay's
-    device, not the layer's."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ValueError(f"{os.fspath(path)}: no such file") from None
-    except OSError as exc:
-        raise ValueError(f"{os.fspath(path)}: {exc.strerror}") from None
-    if not (st.st_mode & 0o170000) == 0o100000:
-        raise ValueError(f"{os.fspath(path)}: not a regular file")
-    return kernel_dev(st.st_dev), st.st_ino
 
 
 def _fdinfo(fd: int, field_name: str) -> int:
@@ -421,7 +404,7 @@ class _Guard:
     @staticmethod
     def _error(enforce: bool, protect: int, rc: int) -> str:
         if enforce and protect:
-            return f"not enforced: {PROTECT_REASONS.get(protect, 'protected')}"
+            return PROTECTED + PROTECT_REASONS.get(protect, "protected")
         if rc < 0:
             return f"bpf_send_signal: {os.strerror(-rc)}"
         return ""

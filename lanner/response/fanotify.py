@@ -53,6 +53,7 @@ from typing import Final
 
 from lanner.response import _fanotify_sys as sys_
 from lanner.response.decisions import Decision
+from lanner.response.safety import kernel_dev
 from lanner.state.cgroups import find_cgroup2_mount
 
 __all__ = ["DEFAULT_MAX_DIRS", "ExecDenyEntry", "FanotifyGuard", "FanotifyTable", "OpenDenyEntry"]
@@ -622,7 +623,7 @@ class FanotifyGuard:
             path = os.readlink(f"/proc/self/fd/{fd}")
         decision = Decision(
             mechanism="fanotify", kind=kind, rule_id=entry.rule_id, enforced=entry.enforce, ts_ns=time.time_ns(),
-            tid=tid, tgid=tgid, cgroup_id=self._cgroup_id(tid), path=path, dev=sys_.kernel_dev(st.st_dev),
+            tid=tid, tgid=tgid, cgroup_id=self._cgroup_id(tid), path=path, dev=kernel_dev(st.st_dev),
             ino=st.st_ino, flags=flags, comm=comm)
         try:
             self._decisions.put_nowait(decision)

@@ -13,9 +13,18 @@ def kernel_dev(st_dev: int) -> int:
     return (os.major(st_dev) << 20) | os.minor(st_dev)
 
 
-def file_key(path: str) -> tuple[int, int]:
-    """(dev, ino) of the file a path names, following symlinks; what the mechanisms match on."""
-    st = os.stat(path)
+def file_key(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(dev, ino) of a program as the mechanisms match it, following symlinks. Stat the file as the
+    workload sees it (inside a container: /proc/PID/root/...), which on overlayfs is the overlay's
+    device, not the layer's. ValueError names a missing path or one that is not a regular file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ValueError(f"{os.fspath(path)}: no such file") from None
+    except OSError as exc:
+        raise ValueError(f"{os.fspath(path)}: {exc.strerror}") from None
+    if not (st.st_mode & 0o170000) == 0o100000:
+        raise ValueError(f"{os.fspath(path)}: not a regular file")
     return kernel_dev(st.st_dev), st.st_ino
 
 
@@ -41,7 +50,7 @@ class Protection:
         for path in programs:
             try:
                 files[file_key(path)] = path
-            except OSError:
+            except ValueError:
                 self.missing.append(path)
         self.files = files
 
@@ -56,7 +65,7 @@ class Protection:
         if self.files:
             try:
                 key = file_key(f"{self.proc_root}/{pid}/exe")
-            except OSError:
+            except ValueError:
                 return ""
             if key in self.files:
                 return f"protected program {self.files[key]}"

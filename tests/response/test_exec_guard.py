@@ -288,7 +288,7 @@ def test_protected_processes_and_files_are_never_killed(guard: ExecGuard, prog: 
     waiting.stdin.close()
     assert waiting.wait(30) == 0 and ran(tmp_path / "protected")
     (d,) = dec.of(waiting.pid)
-    assert (d.rule_id, d.enforced, d.error, d.result) == (41, False, "not enforced: protected process", "failed")
+    assert (d.rule_id, d.enforced, d.error, d.result) == (41, False, "not enforced: protected process", "protected")
 
     pid, rc = run([str(tool), str(tmp_path / "tool-ran")])
     assert rc == 0 and ran(tmp_path / "tool-ran")

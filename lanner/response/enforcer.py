@@ -1,0 +1,282 @@
+"""The enforcer: keeps the kernel mechanisms holding what the block policies say, for the host and
+every container a policy covers, and collects their decisions.
+
+It learns of containers from the agent (the first event of each container, once its metadata is
+known), so a container's very first exec can run before its policy is in place: the window is the
+container-metadata latency (docs/enforcement.md). Paths are looked up again every few seconds, so
+a program installed after start-up is covered too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from lanner.config import Enforcement
+from lanner.events import Container
+from lanner.response import plan as P
+from lanner.response.decisions import Decision
+from lanner.response.safety import Protection, file_key
+from lanner.rules.policy import ExecAllow, ExecDeny, ExecDrift, NetDeny, OpenDeny, Policy
+from lanner.state.cgroups import find_cgroup2_mount
+
+REFRESH_S = 5.0
+
+
+def cgroup2_id(pid: int, mount: str) -> int:
+    """The cgroup2 id of a process (its cgroup directory's inode), 0 when unknown."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return os.stat(mount + line[3:].rstrip("\n")).st_ino
+    except OSError:
+        pass
+    return 0
+
+
+class EnforcementError(RuntimeError):
+    """A mechanism the policies need cannot start here; the message says which and why."""
+
+
+class Enforcer:
+    def __init__(self, policies: list[Policy], settings: Enforcement, protection: Protection,
+                 log: Callable[[str], None]) -> None:
+        self.policies = policies
+        self.settings = settings
+        self.protection = protection
+        self.log = log
+        self.cgroup_mount = find_cgroup2_mount() or "/sys/fs/cgroup/unified"
+        self.workloads: dict[int, P.Workload] = {0: P.HOST}
+        self.fanotify: Any = None
+        self.exec_guard: Any = None
+        self.net_guard: Any = None
+        self._applied: P.Plan | None = None
+        self._next_refresh = 0.0
+        self._skipped: set[str] = set()
+        self.isolated: dict[int, int] = {}
+        """cgroup id → rule id of containers the isolate action cut off."""
+
+    # --- which mechanisms ---------------------------------------------------------------------------
+
+    def _needs(self, policies: list[Policy]) -> set[str]:
+        kinds: set[str] = set()
+        for p in policies:
+            t = p.target
+            if isinstance(t, OpenDeny) or (isinstance(t, ExecDeny) and self.settings.exec_deny == "fanotify"):
+                kinds.add("fanotify")
+            elif isinstance(t, ExecDeny | ExecAllow | ExecDrift):
+                kinds.add("exec")
+            elif isinstance(t, NetDeny):
+                kinds.add("net")
+        return kinds
+
+    @property
+    def watches_containers(self) -> bool:
+        """Whether some policy can cover a container (the agent then reports new containers)."""
+        return any(not p.scope.host_only for p in self.policies)
+
+    def start(self, *, net: bool = False) -> None:
+        """Start the mechanisms the policies need (``net``: the network guard even without a network
+        policy, for the isolate action) and apply the policies."""
+        self._start_backends(self._needs(self.policies) | ({"net"} if net else set()))
+        self.apply()
+
+    def _start_backends(self, kinds: set[str]) -> None:
+        agent = [self.protection_tgid]
+        try:
+            if "fanotify" in kinds and self.fanotify is None:
+                from lanner.response.fanotify import FanotifyGuard
+
+                self.fanotify = FanotifyGuard(protected_tgids=agent, protected_files=self.protection.files)
+                self.fanotify.start()
+            if "exec" in kinds and self.exec_guard is None:
+                from lanner.response.exec_guard import ExecGuard
+
+                self.exec_guard = ExecGuard()
+                self.exec_guard.load()
+                self.exec_guard.attach()
+            if "net" in kinds and self.net_guard is None:
+                from lanner.response.net_guard import NetGuard
+
+                self.net_guard = NetGuard()
+                self.net_guard.load()
+                self.net_guard.attach()
+        except OSError as e:
+            raise EnforcementError(f"enforcement cannot start: {e}") from None
+
+    @property
+    def protection_tgid(self) -> int:
+        return os.getpid()
+
+    # --- workloads ---------------------------------------------------------------------------------
+
+    def add_container(self, container: Container, pid: int) -> None:
+        """A container's process was seen with its metadata: put the policies that cover it in place."""
+        if not any(p.scope.matches(container) for p in self.policies):
+            return
+        cg = cgroup2_id(pid, self.cgroup_mount)
+        if not cg or cg in self.workloads:
+            return
+        self.workloads[cg] = P.Workload(cg, container, pid)
+        self.apply()
+
+    def _prune(self) -> bool:
+        """Forget containers whose processes are gone (another of their processes takes over)."""
+        changed = False
+        for cg, w in list(self.workloads.items()):
+            if w.container is None or os.path.exists(f"/proc/{w.pid}"):
+                continue
+            pid = self._pid_in(w)
+            if pid:
+                self.workloads[cg] = P.Workload(cg, w.container, pid)
+            else:
+                del self.workloads[cg]
+                self.isolated.pop(cg, None)
+            changed = True
+        return changed
+
+    def _pid_in(self, w: P.Workload) -> int:
+        for root, _dirs, files in os.walk(self.cgroup_mount):
+            if "cgroup.procs" in files and os.stat(root).st_ino == w.cgroup_id:
+                try:
+                    with open(os.path.join(root, "cgroup.procs"), encoding="ascii") as f:
+                        first = f.readline().strip()
+                except OSError:
+                    return 0
+                return int(first) if first else 0
+        return 0
+
+    # --- applying --------------------------------------------------------------------------------
+
+    def replace(self, policies: list[Policy]) -> None:
+        """New policies (a reload): start what they need, then swap every table at once."""
+        self._start_backends(self._needs(policies))
+        self.policies = policies
+        self.apply()
+
+    def apply(self) -> None:
+        plan = P.build(self.policies, list(self.workloads.values()), self.settings)
+        for line in plan.skipped:
+            if line not in self._skipped:
+                self._skipped.add(line)
+                self.log(f"enforcement: {line} (nothing to block there)")
+        if plan == self._applied:
+            return
+        if self.fanotify is not None:
+            self.fanotify.apply(self._fanotify_table(plan))
+        if self.exec_guard is not None:
+            self.exec_guard.apply(self._exec_table(plan))
+        if self.net_guard is not None:
+            self.net_guard.apply(self._net_table(plan))
+        self._applied = plan
+
+    def tick(self) -> None:
+        """Every few seconds: drop gone containers and look the paths up again."""
+        now = time.monotonic()
+        if now < self._next_refresh:
+            return
+        self._next_refresh = now + REFRESH_S
+        self._prune()
+        self.apply()
+
+    def _fanotify_table(self, plan: P.Plan) -> Any:
+        from lanner.response.fanotify import ExecDenyEntry, FanotifyTable, OpenDenyEntry
+
+        execs = [] if self.settings.exec_deny != "fanotify" else plan.exec_deny
+        return FanotifyTable(
+            exec_deny=[ExecDenyEntry(rule_id=r.rule_id, enforce=r.enforce, paths=(r.path,),
+                                     scope=None if r.cgroup_id == 0 else frozenset({r.cgroup_id}))
+                       for r in execs],
+            open_deny=[OpenDenyEntry(rule_id=r.rule_id, enforce=r.enforce, directories=(r.path,), write=r.write,
+                                     read=r.read, scope=None if r.cgroup_id == 0 else frozenset({r.cgroup_id}))
+                       for r in plan.open_deny])
+
+    def _exec_table(self, plan: P.Plan) -> Any:
+        from lanner.response.exec_guard import DriftScope, ExecAllowList, ExecTable
+        from lanner.response.exec_guard import ExecDeny as KillEntry
+
+        deny = []
+        if self.settings.exec_deny == "kill":
+            for r in plan.exec_deny:
+                try:
+                    dev, ino = file_key(r.path)
+                except ValueError:
+                    continue
+                deny.append(KillEntry(r.rule_id, dev, ino, r.cgroup_id, r.enforce))
+        allow = []
+        for a in plan.allow:
+            files = set()
+            for p in a.paths:
+                try:
+                    files.add(file_key(p))
+                except ValueError:
+                    continue
+            allow.append(ExecAllowList(a.cgroup_id, a.rule_id, frozenset(files), a.enforce))
+        return ExecTable(deny=deny, allow=allow,
+                         drift=[DriftScope(d.cgroup_id, d.rule_id, d.enforce) for d in plan.drift],
+                         protected_files=sorted(self.protection.files), protected_tgids=[self.protection_tgid])
+
+    def _net_table(self, plan: P.Plan) -> Any:
+        from lanner.response.net_guard import NetDenyEntry, NetTable
+
+        return NetTable(deny=[NetDenyEntry(rule_id=r.rule_id, enforce=r.enforce, scope=r.cgroup_id, addrs=r.addrs,
+                                           ports=r.ports, families=r.families)
+                              for r in plan.net],
+                        isolate=dict(self.isolated), protected_tgids=[self.protection_tgid])
+
+    # --- reactive isolate --------------------------------------------------------------------------
+
+    def isolate(self, cgroup_id: int, rule_id: int, enforce: bool) -> str:
+        """Cut a container's network (the isolate action): "" when done, else why not."""
+        if not enforce:
+            return ""
+        try:
+            self._start_backends({"net"})
+        except EnforcementError as e:
+            return str(e)
+        self.isolated[cgroup_id] = rule_id
+        self._applied = None
+        self.apply()
+        return ""
+
+    # --- decisions ---------------------------------------------------------------------------------
+
+    def poll(self) -> list[Decision]:
+        out: list[Decision] = []
+        for backend in (self.fanotify, self.exec_guard, self.net_guard):
+            if backend is not None:
+                out.extend(backend.poll(0))
+        return out
+
+    def lost(self) -> dict[str, int]:
+        """Decisions each mechanism could not hand over (its queue or ring buffer was full)."""
+        out: dict[str, int] = {}
+        if self.exec_guard is not None:
+            out["exec-kill"] = self.exec_guard.dropped()
+        if self.net_guard is not None:
+            out["cgroup-net"] = self.net_guard.dropped()
+        if self.fanotify is not None:
+            out["fanotify"] = self.fanotify.stats().get("dropped", 0)
+        return out
+
+    def container_of(self, cgroup_id: int) -> Container | None:
+        w = self.workloads.get(cgroup_id)
+        return w.container if w is not None else None
+
+    def stats(self) -> dict[str, int]:
+        return {"workloads": len(self.workloads) - 1, "isolated": len(self.isolated)}
+
+    def close(self) -> None:
+        """Remove every enforcement (or leave the BPF guards pinned with keep_on_exit)."""
+        keep = self.settings.keep_on_exit
+        if self.fanotify is not None:
+            self.fanotify.close()  # a fanotify group lives only as long as its process
+            self.fanotify = None
+        for name in ("exec_guard", "net_guard"):
+            backend = getattr(self, name)
+            if backend is not None:
+                backend.close(keep=keep)
+                setattr(self, name, None)
