@@ -309,9 +309,10 @@ class Agent:
             return
         assert self.enforcer is not None
         tracker = self.source.tracker if self.source is not None else None
+        me = os.getpid()
         for d in decisions:
-            if not 0 <= d.rule_id < len(self.policies):
-                continue
+            if d.tgid == me or not 0 <= d.rule_id < len(self.policies):
+                continue  # the agent's own actions (its outputs' connects...) are exempt, and no news
             rule = self.ruleset.rules.get(self.policies[d.rule_id].rule)
             if rule is None:
                 continue

@@ -277,8 +277,9 @@ class FanotifyGuard:
     """fanotify permission-event enforcement: see the module docstring.
 
     ``protected_tgids``: processes never denied, besides this process and pid 1.
-    ``protected_files``: programs whose processes are never denied (matched by (dev, ino) of
-    ``/proc/<pid>/exe``), as paths or (st_dev, st_ino) pairs (a mapping's keys).
+    ``protected_files``: programs whose processes are never denied (matched by (dev, ino), dev in the
+    kernel's encoding as lanner.response.safety.file_key gives it, of
+    ``/proc/<pid>/exe``), as paths or (dev, ino) pairs (a mapping's keys).
     ``max_dirs``: the most directories one policy may mark.
     ``max_queue``: decisions kept for ``poll()``; more are dropped and counted.
     """
@@ -296,7 +297,7 @@ class FanotifyGuard:
                 st = os.stat(path)
             except FileNotFoundError:
                 raise ValueError(f"protected file {path!r} does not exist") from None
-            inodes.add((st.st_dev, st.st_ino))
+            inodes.add((kernel_dev(st.st_dev), st.st_ino))
         self.protected_inodes: frozenset[tuple[int, int]] = frozenset(inodes)
         self.max_dirs = max_dirs
         self._decisions: queue.Queue[Decision] = queue.Queue(max_queue)
@@ -642,7 +643,7 @@ class FanotifyGuard:
             st = os.stat(f"/proc/{tgid}/exe")
         except OSError:
             return False
-        return (st.st_dev, st.st_ino) in self.protected_inodes
+        return (kernel_dev(st.st_dev), st.st_ino) in self.protected_inodes
 
     def _cgroup_id(self, tid: int) -> int:
         """The cgroup2 id (inode of its directory) of a thread; 0 when unknown. Read once per event
