@@ -119,7 +119,8 @@ class Agent:
             self.log(f"this kernel has no exit tracepoint for {', '.join(missing)}: not captured "
                      "(raw_syscalls: true captures them, at a cost on every syscall)")
         where = f", metrics on http://{self.server.address}/metrics" if self.server else ""
-        self.log(f"running {len(self.engine.rules)} rules from {', '.join(self.cfg.rules_files)}; "
+        kernel = f" (and {len(self.policies)} block rules in the kernel)" if self.policies else ""
+        self.log(f"running {len(self.engine.rules)} rules{kernel} from {', '.join(self.cfg.rules_files)}; "
                  f"{len(self.source.syscalls)} syscalls captured{where}")
 
     def _start_enforcement(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -283,3 +284,39 @@ def test_monitor_mode_lets_everything_through_with_the_same_alerts(lab: Lab, mon
         assert alert["lanner"]["mode"] == "monitor" and alert["lanner"]["result"] == "allowed", alert
     (prog,) = [a for a in monitoring.json_alerts() if a["rule"] == "Forbidden program"]
     assert prog["output_fields"]["proc.exepath"] == str(lab.evil)
+
+
+def test_a_reload_swaps_the_policy_and_an_unenforceable_rule_is_refused(lab: Lab, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    first, second = lab.root / "bin" / "first", lab.root / "bin" / "second"
+    shutil.copy(lab.allowed, first)
+    shutil.copy(lab.allowed, second)
+
+    def block(prog: Path) -> str:
+        return (f"- rule: Forbidden\n  desc: t\n  condition: evt.type = execve and proc.exepath = {prog}\n"
+                "  output: forbidden %proc.exepath\n  priority: WARNING\n  action: block\n")
+
+    rules.write_text(block(first))
+    agent = Agent(tmp_path, "reload", f"enforcement:\n  mode: enforce\nrules_files: [{rules}]\n")
+    try:
+        assert _exec("absolute", first, tmp_path / "m1").stdout.strip() == "1"
+        rules.write_text(block(second))
+        agent.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: any("reloaded" in line for line in agent.stderr), "the reload")
+        assert _exec("absolute", first, tmp_path / "m2").returncode == 0 and (tmp_path / "m2").exists()
+        assert _exec("absolute", second, tmp_path / "m3").stdout.strip() == "1"
+        # A reload whose block rule cannot be enforced is refused; the running policy stays.
+        rules.write_text(block(first).replace(f"proc.exepath = {first}", "proc.name = first"))
+        agent.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: any("reload failed" in line for line in agent.stderr), "the refused reload")
+        assert any("clause 'proc.name = first' cannot be enforced" in line for line in agent.stderr)
+        assert _exec("absolute", second, tmp_path / "m4").stdout.strip() == "1"
+    finally:
+        assert agent.stop() == 0
+    assert not (tmp_path / "m1").exists() and not (tmp_path / "m3").exists() and not (tmp_path / "m4").exists()
+    # After the stop nothing is enforced any more.
+    assert _exec("absolute", second, tmp_path / "m5").returncode == 0 and (tmp_path / "m5").exists()
+    # And the agent refuses to start with it.
+    out = subprocess.run([sys.executable, "-m", "lanner", "run", "-r", str(rules)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1 and "clause 'proc.name = first' cannot be enforced" in out.stderr
