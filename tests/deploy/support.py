@@ -21,6 +21,15 @@ KUBECTL = ROOT / "build" / "tools" / "kubectl"
 RULES_FILE = DEPLOY / "prometheus" / "lanner-alerts.rules.yaml"
 DASHBOARD = DEPLOY / "grafana" / "lanner-dashboard.json"
 AGENT_JOB = "lanner-agent-metrics"
+# docs/deploy.md's in-place rules reload: `kubectl exec POD -- sh -c '<this>'` sends SIGHUP to the agent
+# of that pod (the process in the pod's mount namespace running `lanner run`). tests/deploy/test_image.py
+# runs it in the image; test_manifests.py checks the docs give it verbatim.
+SIGHUP_AGENT = (
+    'me=$(readlink /proc/self/ns/mnt); for p in /proc/[0-9]*; do '
+    '[ "$(readlink $p/ns/mnt 2>/dev/null)" = "$me" ] || continue; '
+    'if tr "\\0" " " < $p/cmdline | grep -q "^/opt/lanner/venv/bin/python3 /opt/lanner/venv/bin/lanner run "; '
+    'then kill -HUP ${p#/proc/} && echo "SIGHUP sent to ${p#/proc/}"; fi; done'
+)
 
 
 def kubectl() -> Path:

@@ -28,7 +28,15 @@ import yaml
 
 from tests.agent_support import free_port, require_agent_machine, wait_until
 from tests.conftest import ROOT
-from tests.deploy.support import agent_config, configmap, container, find, render, without_unknown_enforcement
+from tests.deploy.support import (
+    SIGHUP_AGENT,
+    agent_config,
+    configmap,
+    container,
+    find,
+    render,
+    without_unknown_enforcement,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -263,6 +271,15 @@ def test_agent_runs_in_the_image_and_alerts(image: Image) -> None:
         page = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
         assert 'lanner_alerts_total{priority="Warning",rule="Read sensitive file by untrusted program"}' in page
         assert "process_resident_memory_bytes" in page
+        # docs/deploy.md's in-place rules reload, as `kubectl exec` would run it (runc exec is what
+        # containerd runs for it): SIGHUP to the agent, found by its command line — never `kill 1`,
+        # which with hostPID is the node's init.
+        hup = subprocess.run([tool("runc"), "--root", str(image.runc_root), "exec", run.id, "sh", "-c", SIGHUP_AGENT],
+                             capture_output=True, text=True, timeout=30)
+        assert hup.returncode == 0, hup.stderr
+        assert hup.stdout.count("SIGHUP sent to") == 1, hup.stdout
+        wait_until(lambda: 'lanner_rules_reloads_total{result="ok"} 1.0' in
+                   urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode(), "the reload")
         # The read-only CRI socket mount still lets the agent connect.
         if files.get("/run/containerd/containerd.sock"):
             probe = subprocess.run([tool("runc"), "--root", str(image.runc_root), "exec", run.id, "python3", "-c",

@@ -3,6 +3,8 @@ OpenAPI schemas, and the objects agree with each other and with what the agent a
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,12 @@ from tests.deploy.support import (
     DEPLOY,
     OVERLAYS,
     RULES_FILE,
+    SIGHUP_AGENT,
     agent_config,
     configmap,
     container,
     find,
+    kubectl,
     render,
     without_unknown_enforcement,
 )
@@ -185,3 +189,73 @@ def test_webhook_objects_fit_together(overlay: str) -> None:
     assert vol["configMap"]["name"] == data["metadata"]["name"]
     cfg = AdmissionConfig.from_dict(yaml.safe_load(data["data"][cfg_dir[1]]))
     assert {"lanner", "kube-system"} <= cfg.exempt_namespaces
+
+
+USER_OVERLAY = """\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - {lanner}/deploy/overlays/monitor
+images:
+  - name: localhost/lanner
+    newName: registry.example.com/security/lanner
+    newTag: "0.1.0"
+patches:
+  - patch: |-
+      $patch: delete
+      apiVersion: monitoring.coreos.com/v1
+      kind: ServiceMonitor
+      metadata:
+        name: lanner-agent
+  - patch: |-
+      $patch: delete
+      apiVersion: monitoring.coreos.com/v1
+      kind: PrometheusRule
+      metadata:
+        name: lanner-agent
+"""
+
+
+def test_docs_user_overlay_sets_the_registry_and_drops_the_operator_objects(tmp_path: Path) -> None:
+    """The overlay docs/deploy.md tells users to write (own registry, no Prometheus Operator) works."""
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    assert USER_OVERLAY.format(lanner="../lanner") in docs, "docs/deploy.md's overlay differs from this test's"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    rel = os.path.relpath(ROOT, mine)
+    (mine / "kustomization.yaml").write_text(USER_OVERLAY.format(lanner=rel))
+    proc = subprocess.run([str(kubectl()), "kustomize", str(mine)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    objs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    kinds = {o["kind"] for o in objs}
+    assert not kinds & CRDS and {"DaemonSet", "Deployment"} <= kinds
+    for kind in ("DaemonSet", "Deployment"):
+        images = {c["image"] for c in find(objs, kind)["spec"]["template"]["spec"]["containers"]}
+        assert images == {"registry.example.com/security/lanner:0.1.0"}
+
+
+def test_docs_give_the_tested_reload_command() -> None:
+    assert f"'{SIGHUP_AGENT}'" in (ROOT / "docs" / "deploy.md").read_text()
+
+
+def test_docs_cri_o_patch_moves_the_socket(tmp_path: Path) -> None:
+    """The CRI-O patch of docs/deploy.md replaces the socket's volume and mount, nothing else."""
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    section = docs[docs.index("### CRI-O"):]
+    block = section[section.index("```yaml\n") + 8:section.index("```\n", section.index("```yaml"))]
+    mine = tmp_path / "crio"
+    mine.mkdir()
+    (mine / "kustomization.yaml").write_text(
+        f"resources:\n  - {os.path.relpath(ROOT, mine)}/deploy/overlays/monitor\n" + block)
+    proc = subprocess.run([str(kubectl()), "kustomize", str(mine)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    ds = find([d for d in yaml.safe_load_all(proc.stdout) if d], "DaemonSet")
+    before = find(render("monitor"), "DaemonSet")
+    vols = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["name"]: m for m in container(ds, "agent")["volumeMounts"]}
+    assert vols["cri-socket"]["hostPath"] == {"path": "/run/crio/crio.sock", "type": "Socket"}
+    assert mounts["cri-socket"]["mountPath"] == "/run/crio/crio.sock"
+    vols["cri-socket"] = next(v for v in before["spec"]["template"]["spec"]["volumes"] if v["name"] == "cri-socket")
+    mounts["cri-socket"] = next(m for m in container(before, "agent")["volumeMounts"] if m["name"] == "cri-socket")
+    assert list(vols.values()) == before["spec"]["template"]["spec"]["volumes"]
+    assert list(mounts.values()) == container(before, "agent")["volumeMounts"]
