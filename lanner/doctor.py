@@ -62,6 +62,8 @@ SECURITYFS = "/sys/kernel/security"
 BPFFS = "/sys/fs/bpf"
 SENSOR_OBJECT = "sensor.bpf.o"
 PROBES_OBJECT = "probes.bpf.o"
+EXEC_GUARD_OBJECT = "exec_guard.bpf.o"
+NET_GUARD_OBJECT = "net_guard.bpf.o"
 CRI_SOCKETS = (
     ("containerd", "/run/containerd/containerd.sock"),
     ("containerd", "/var/run/containerd/containerd.sock"),
@@ -372,7 +374,7 @@ def _check_bpftool(env: _Env) -> tuple[Verdict, str]:
     return "ok", f"{path} ({', '.join(lines) or 'version unknown'})"
 
 
-def _check_object(name: str, sources: tuple[str, ...]) -> _CheckFn:
+def _check_object(name: str, sources: tuple[str, ...], package: str = "sensor") -> _CheckFn:
     def check(env: _Env) -> tuple[Verdict, str]:
         path = bpf_dir() / name
         if not path.is_file():
@@ -381,7 +383,7 @@ def _check_object(name: str, sources: tuple[str, ...]) -> _CheckFn:
             return "missing", f"{path} not built: run `make setup` (or scripts/build-bpf.sh; LANNER_BPF_DIR overrides)"
         if name == PROBES_OBJECT:
             env.probes = path
-        src_dir = Path(__file__).resolve().parent / "sensor" / "bpf"
+        src_dir = Path(__file__).resolve().parent / package / "bpf"
         mtime = path.stat().st_mtime
         stale = [s for s in sources if (src_dir / s).is_file() and (src_dir / s).stat().st_mtime > mtime]
         if stale:
@@ -820,6 +822,10 @@ def run_checks(*, mount: bool = True) -> list[Check]:
         (f"object:{SENSOR_OBJECT}", _check_object(SENSOR_OBJECT, ("sensor.bpf.c", "sensor.h")), ("sensor",), True),
         (f"object:{PROBES_OBJECT}", _check_object(PROBES_OBJECT, ("probes.bpf.c",)), ("doctor",), False),
         ("cgroup2", _check_cgroup2, ("containers", "blocking-network"), False),
+        (f"object:{EXEC_GUARD_OBJECT}", _check_object(EXEC_GUARD_OBJECT, ("exec_guard.bpf.c", "guard.h"), "response"),
+         ("blocking-exec",), False),
+        (f"object:{NET_GUARD_OBJECT}", _check_object(NET_GUARD_OBJECT, ("net_guard.bpf.c", "guard.h"), "response"),
+         ("blocking-network",), False),
     ]
     checks = [_guarded(name, partial(fn, env), nf, req) for name, fn, nf, req in plan]
     checks += [_guarded(p.name, partial(_probe, p, env), p.needed_for, False) for p in _PROBES]
