@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass, replace
 
 from lanner.events import Container, Event, FdInfo, Process
+from lanner.paths import concatenate
 
 PROTECTED = "not enforced: "
 """How a mechanism's ``error`` starts when it matched but left the process alone because it is
@@ -75,7 +76,8 @@ def as_event(d: Decision, caller: Process | None, container: Container | None) -
     proc = caller
     if d.kind == "exec":
         base = caller if caller is not None else Process(pid=d.tgid, name=d.comm)
-        proc = replace(base, exepath=d.path, exe=d.path, name=(d.path.rsplit("/", 1)[-1] or d.comm)[:15],
+        path = d.path if d.path.startswith("/") else concatenate(base.cwd, d.path)  # ./x as the caller ran it
+        proc = replace(base, exepath=path, exe=d.path, name=(path.rsplit("/", 1)[-1] or d.comm)[:15],
                        parent=base if d.mechanism == "fanotify" else base.parent, args=[])
     elif proc is None:
         proc = Process(pid=d.tgid, name=d.comm)
@@ -90,7 +92,7 @@ def as_event(d: Decision, caller: Process | None, container: Container | None) -
         fd = FdInfo(num=-1, type="ipv4" if v4 else "ipv6", name=name, sip=d.addr, sport=d.port,
                     role="client")
     elif d.kind == "exec":
-        args = {"exe": d.path, "filename": d.path}
+        args = {"exe": d.path, "filename": proc.exepath if proc is not None else d.path}
     res = -1 if d.enforced and d.mechanism != "exec-kill" else 0  # -EPERM
     return Event(type=_EVENT_TYPE.get(d.kind, d.kind), ts=d.ts_ns, tid=d.tid, res=res, args=args, proc=proc,
                  fd=fd, container=container)

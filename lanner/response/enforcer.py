@@ -10,8 +10,10 @@ a program installed after start-up is covered too.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from lanner.config import Enforcement
@@ -23,6 +25,12 @@ from lanner.rules.policy import ExecAllow, ExecDeny, ExecDrift, NetDeny, OpenDen
 from lanner.state.cgroups import find_cgroup2_mount
 
 REFRESH_S = 5.0
+_PROC_ROOT = re.compile(r"^/proc/\d+/root(?=/)")
+
+
+def _inside(path: str) -> str:
+    """A workload's path as the workload sees it (without the /proc/<pid>/root the agent went through)."""
+    return _PROC_ROOT.sub("", path, count=1)
 
 
 def cgroup2_id(pid: int, mount: str) -> int:
@@ -56,6 +64,7 @@ class Enforcer:
         self._applied: P.Plan | None = None
         self._next_refresh = 0.0
         self._skipped: set[str] = set()
+        self._exec_names: dict[tuple[int, int], str] = {}
         self.isolated: dict[int, int] = {}
         """cgroup id → rule id of containers the isolate action cut off."""
 
@@ -206,7 +215,9 @@ class Enforcer:
                 except ValueError:
                     continue
                 deny.append(KillEntry(r.rule_id, dev, ino, r.cgroup_id, r.enforce))
+                self._exec_names[(dev, ino)] = _inside(r.path)
         allow = []
+        self._exec_names = {k: v for k, v in self._exec_names.items() if k in {(d.dev, d.ino) for d in deny}}
         for a in plan.allow:
             files = set()
             for p in a.paths:
@@ -249,6 +260,12 @@ class Enforcer:
         for backend in (self.fanotify, self.exec_guard, self.net_guard):
             if backend is not None:
                 out.extend(backend.poll(0))
+        if self.exec_guard is not None and self._exec_names:
+            # The exec guard sees the name the caller passed (./x, /dev/fd/3/x); a listed program is
+            # reported by the path the policy named it by.
+            names = self._exec_names
+            out = [replace(d, path=names[(d.dev, d.ino)]) if d.mechanism == "exec-kill" and (d.dev, d.ino) in names
+                   else d for d in out]
         return out
 
     def lost(self) -> dict[str, int]:

@@ -320,3 +320,22 @@ def test_a_reload_swaps_the_policy_and_an_unenforceable_rule_is_refused(lab: Lab
     out = subprocess.run([sys.executable, "-m", "lanner", "run", "-r", str(rules)], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 1 and "clause 'proc.name = first' cannot be enforced" in out.stderr
+
+
+def test_exec_deny_by_kill_kills_before_the_first_instruction(lab: Lab, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    prog = lab.root / "bin" / "killed-at-exec"
+    shutil.copy(lab.allowed, prog)
+    rules.write_text(f"- rule: Killed at exec\n  desc: t\n  condition: evt.type in (execve, execveat) and "
+                     f"proc.exepath = {prog}\n  output: killed %proc.exepath\n  priority: WARNING\n  action: block\n")
+    agent = Agent(tmp_path, "kill", f"enforcement:\n  mode: enforce\n  exec_deny: kill\nrules_files: [{rules}]\n")
+    try:
+        for i, way in enumerate(("absolute", "relative", "execveat")):
+            out = _exec(way, prog, tmp_path / f"k{i}")
+            assert out.returncode == -9, (way, out)
+            assert not (tmp_path / f"k{i}").exists()
+        alerts = _alerts(agent, "Killed at exec", 3)
+        assert all(a["lanner"]["result"] == "killed" and a["lanner"]["mechanism"] == "exec-kill" for a in alerts)
+        assert all(a["output_fields"]["proc.exepath"] == str(prog) for a in alerts)
+    finally:
+        assert agent.stop() == 0
