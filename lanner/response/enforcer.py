@@ -45,6 +45,19 @@ def cgroup2_id(pid: int, mount: str) -> int:
     return 0
 
 
+def _inodes(plan: P.Plan) -> tuple[tuple[int, int], ...]:
+    out = []
+    for path in [r.path for r in plan.exec_deny] + [p for a in plan.allow for p in a.paths] + \
+            [r.path for r in plan.open_deny]:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append((0, 0))
+        else:
+            out.append((st.st_dev, st.st_ino))
+    return tuple(out)
+
+
 class EnforcementError(RuntimeError):
     """A mechanism the policies need cannot start here; the message says which and why."""
 
@@ -61,7 +74,7 @@ class Enforcer:
         self.fanotify: Any = None
         self.exec_guard: Any = None
         self.net_guard: Any = None
-        self._applied: P.Plan | None = None
+        self._applied: tuple[P.Plan, tuple[tuple[int, int], ...]] | None = None
         self._next_refresh = 0.0
         self._skipped: set[str] = set()
         self._exec_names: dict[tuple[int, int], str] = {}
@@ -172,7 +185,8 @@ class Enforcer:
             if line not in self._skipped:
                 self._skipped.add(line)
                 self.log(f"enforcement: {line} (nothing to block there)")
-        if plan == self._applied:
+        state = (plan, _inodes(plan))  # same paths, but a program replaced by a new file must be marked anew
+        if state == self._applied:
             return
         if self.fanotify is not None:
             self.fanotify.apply(self._fanotify_table(plan))
@@ -180,7 +194,7 @@ class Enforcer:
             self.exec_guard.apply(self._exec_table(plan))
         if self.net_guard is not None:
             self.net_guard.apply(self._net_table(plan))
-        self._applied = plan
+        self._applied = state
 
     def tick(self) -> None:
         """Every few seconds: drop gone containers and look the paths up again."""

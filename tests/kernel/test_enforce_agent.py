@@ -271,6 +271,20 @@ def test_the_agent_and_protected_programs_are_never_blocked(lab: Lab, enforcing:
     assert done.returncode == 0 and target.read_text() == "trusted\n"
 
 
+def test_a_program_replaced_by_a_new_file_is_blocked_again(lab: Lab, enforcing: Agent) -> None:
+    # A package upgrade writes a new file (new inode) at the listed path: the policy follows the path.
+    fresh = lab.evil.parent / "evil.new"
+    shutil.copy(lab.allowed, fresh)
+    os.replace(fresh, lab.evil)
+
+    def blocked() -> bool:
+        marker = lab.root / "replaced-ran"
+        marker.unlink(missing_ok=True)
+        return _exec("absolute", lab.evil, marker).stdout.strip() == "1" and not marker.exists()
+
+    wait_until(blocked, "the replaced program blocked again", timeout=15)
+
+
 def test_monitor_mode_lets_everything_through_with_the_same_alerts(lab: Lab, monitoring: Agent) -> None:
     marker = lab.root / "monitor-exec"
     out = _exec("absolute", lab.evil, marker)
