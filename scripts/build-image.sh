@@ -74,13 +74,21 @@ fi
 [ -s "$base_tar.sha256" ] || sha256sum "$base_tar" | cut -d' ' -f1 > "$base_tar.sha256"
 base_sha=$(cat "$base_tar.sha256")
 base_ref=localhost/lanner-base:bookworm
+# The previous build of a name is removed once the name has moved on (no pile of untagged images).
+drop_replaced() {  # name, previous image id
+    if [ -n "$2" ] && [ "$(bah images --quiet --no-trunc "$1" 2>/dev/null)" != "$2" ]; then
+        bah rmi "$2" >/dev/null 2>&1 || true
+    fi
+}
 have=$(bah inspect --type image --format '{{index .OCIv1.Config.Labels "dev.lanner.base.sha256"}}' "$base_ref" 2>/dev/null || true)
 if [ "$have" != "$base_sha" ]; then
     echo "build-image: importing the base as $base_ref"
+    old_base=$(bah images --quiet --no-trunc "$base_ref" 2>/dev/null || true)
     ctr=$(bah from --quiet scratch)
     bah add --quiet "$ctr" "$base_tar" / >/dev/null
     bah config --label "dev.lanner.base.sha256=$base_sha" --env LANG=C.UTF-8 --cmd /bin/sh "$ctr"
     bah commit --quiet --rm "$ctr" "$base_ref" >/dev/null
+    drop_replaced "$base_ref" "$old_base"
 fi
 
 # --- 2. the wheels -------------------------------------------------------------------------------
@@ -106,8 +114,10 @@ find "$out/context/cri" -name __pycache__ -prune -exec rm -rf {} +
 # --- 4. the image --------------------------------------------------------------------------------
 # --isolation chroot: RUN steps need no OCI runtime (crun, which buildah prefers, cannot run on
 # hybrid cgroup hosts; runc can, but chroot is enough for a pip install and works everywhere).
+old_image=$(bah images --quiet --no-trunc "$tag" 2>/dev/null || true)
 bah build --quiet --isolation chroot --build-arg "BASE=$base_ref" --layers=false \
     -f deploy/image/Containerfile -t "$tag" "$out/context" >/dev/null
+drop_replaced "$tag" "$old_image"
 if [ -n "$archive" ]; then
     rm -f "$archive"
     bah push --quiet "$tag" "oci-archive:$archive:$tag"
