@@ -112,8 +112,9 @@ cp -r build/cri/lanner_cri "$out/context/cri/"
 find "$out/context/cri" -name __pycache__ -prune -exec rm -rf {} +
 
 # --- 4. the image --------------------------------------------------------------------------------
-# --isolation chroot: RUN steps need no OCI runtime (crun, which buildah prefers, cannot run on
-# hybrid cgroup hosts; runc can, but chroot is enough for a pip install and works everywhere).
+# --isolation chroot: the RUN step (a pip install from local wheels) needs no OCI runtime and no
+# cgroup. buildah's default, an OCI runtime, works here too with runc; crun, the default runtime on
+# some systems, cannot run on hybrid cgroup hosts like this one.
 old_image=$(bah images --quiet --no-trunc "$tag" 2>/dev/null || true)
 bah build --quiet --isolation chroot --build-arg "BASE=$base_ref" --layers=false \
     -f deploy/image/Containerfile -t "$tag" "$out/context" >/dev/null
