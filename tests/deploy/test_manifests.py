@@ -159,6 +159,9 @@ def test_enforce_overlay_only_adds_capabilities() -> None:
     assert monitor["drop"] == enforce["drop"] == ["ALL"]
     assert set(monitor["add"]) == {"BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"}
     assert set(enforce["add"]) - set(monitor["add"]) == {"KILL", "SYS_ADMIN", "NET_ADMIN"}
+    # The API server refuses allowPrivilegeEscalation false with CAP_SYS_ADMIN (and it would mean nothing).
+    sc = container(find(render("enforce"), "DaemonSet"), "agent")["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is True
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
