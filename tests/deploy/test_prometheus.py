@@ -210,3 +210,24 @@ def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
     bad.write_text(yaml.safe_dump(rules))
     proc = subprocess.run([tool("promtool"), "check", "rules", str(bad)], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
+
+
+def test_promtool_unit_tests_fire_every_alert_on_its_condition() -> None:
+    """deploy/prometheus/lanner-alerts.test.yaml: each alert fires on a synthetic series at the time its
+    `for` allows, with its rendered text, and stays quiet on the healthy series beside it."""
+    tests = RULES_FILE.parent / "lanner-alerts.test.yaml"
+    proc = subprocess.run([tool("promtool"), "test", "rules", str(tests)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
+    covered = {t["alertname"] for group in yaml.safe_load(tests.read_text())["tests"] for t in group["alert_rule_test"]
+               if t.get("exp_alerts")}
+    alerts = {r["alert"] for g in yaml.safe_load(RULES_FILE.read_text())["groups"] for r in g["rules"]}
+    assert covered == alerts
+
+
+def test_promtool_unit_tests_notice_a_wrong_budget(tmp_path: Path) -> None:
+    """The unit tests can fail: with a 100 ms latency budget the 20-50 ms agent no longer alerts."""
+    shutil.copy(RULES_FILE.parent / "lanner-alerts.test.yaml", tmp_path)
+    (tmp_path / RULES_FILE.name).write_text(RULES_FILE.read_text().replace("> 0.01\n", "> 0.1\n"))
+    proc = subprocess.run([tool("promtool"), "test", "rules", str(tmp_path / "lanner-alerts.test.yaml")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "LannerAlertLatencyHigh" in proc.stdout + proc.stderr
