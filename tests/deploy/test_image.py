@@ -345,3 +345,40 @@ def test_webhook_runs_in_the_image_as_restricted(image: Image) -> None:
         assert "CapEff:\t0000000000000000" in status and "NoNewPrivs:\t1" in status
     finally:
         run.stop()
+
+
+@pytest.mark.parametrize("overlay", ["enforce", "monitor"])
+def test_kill_action_acts_only_under_the_enforce_overlay(image: Image, overlay: str, tmp_path: Path) -> None:
+    """A rule with `action: kill` on a host program: under the enforce overlay's privileges and config
+    the agent kills it (CAP_KILL); under the monitor overlay it only alerts (monitor_only)."""
+    victim = Path("/var/tmp") / f"lanner-deploy-victim-{uuid.uuid4().hex[:8]}"
+    shutil.copy("/bin/sleep", victim)
+    metrics = f"127.0.0.1:{free_port()}"
+    ds, files, _ = agent_files(image, overlay, metrics)
+    rules = files["/etc/lanner/rules"] / "kill-test.yaml"
+    rules.write_text(f"""
+- rule: Deploy test victim started
+  desc: tests/deploy kill action
+  condition: evt.type in (execve, execveat) and proc.exepath = {victim}
+  output: victim started (proc.exepath=%proc.exepath)
+  priority: WARNING
+  action: kill
+""")
+    cfg = yaml.safe_load(files["/etc/lanner/lanner.yaml"].read_text())
+    cfg["rules_files"] = ["/etc/lanner/rules/kill-test.yaml"]
+    files["/etc/lanner/lanner.yaml"].write_text(yaml.safe_dump(cfg))
+    run = Running(image, oci_spec(image, ds, "agent", container(ds, "agent")["args"], files, {}))
+    try:
+        run.wait_for("running", timeout=90)
+        proc = subprocess.run([str(victim), "5"], timeout=30)
+        a = wait_until(lambda: next((json.loads(x) for x in run.stdout if "Deploy test victim" in x), None),
+                       "the kill rule's alert")
+    finally:
+        run.stop()
+        victim.unlink()
+    if overlay == "enforce":
+        assert proc.returncode == -9
+        assert (a["lanner"]["mode"], a["lanner"]["result"]) == ("enforce", "killed")
+    else:
+        assert proc.returncode == 0
+        assert (a["lanner"]["mode"], a["lanner"]["result"]) == ("monitor", "allowed")

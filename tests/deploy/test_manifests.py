@@ -104,7 +104,9 @@ def test_custom_resources_point_at_the_agents(overlay: str) -> None:
 def test_agent_config_is_valid_and_matches_the_daemonset(overlay: str, tmp_path: Path) -> None:
     objs = render(overlay)
     cfg = agent_config(objs)
-    assert cfg.get("enforcement") == {"mode": overlay}
+    assert cfg["enforcement"]["mode"] == overlay
+    # The monitor overlay is a dry run whatever the rules say (docs/enforcement.md).
+    assert cfg["enforcement"].get("monitor_only", False) is (overlay == "monitor")
     cfg = without_unknown_enforcement(cfg)
     path = tmp_path / "lanner.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -138,7 +140,7 @@ def test_overlays_differ_from_the_base_config_only_by_the_enforcement_mode() -> 
     base = yaml.safe_load((DEPLOY / "base" / "agent" / "lanner.yaml").read_text())
     for overlay in OVERLAYS:
         cfg = yaml.safe_load((DEPLOY / "overlays" / overlay / "lanner.yaml").read_text())
-        assert cfg.pop("enforcement") == {"mode": overlay}
+        assert cfg.pop("enforcement")["mode"] == overlay
         assert cfg == base, f"deploy/overlays/{overlay}/lanner.yaml drifted from deploy/base/agent/lanner.yaml"
 
 
