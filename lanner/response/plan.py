@@ -9,6 +9,7 @@ Building it touches no kernel object, so it is tested without root.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -27,14 +28,28 @@ class Workload:
 
     @property
     def root(self) -> str:
-        return "/" if self.container is None else f"/proc/{self.pid}/root"
+        if self.container is None:
+            return host_root()
+        return f"/proc/{self.pid}/root"
 
     def path(self, inside: str) -> str:
         """A workload's path as the agent can open it."""
-        return inside if self.container is None else self.root + inside
+        root = self.root
+        return inside if root == "/" else root + inside
 
 
 HOST = Workload(0, None, 1)
+
+
+@functools.cache
+def host_root() -> str:
+    """Where the host's files are for the agent: "/" on the host; through pid 1's root when the agent
+    runs in a container (the DaemonSet, with hostPID), so host paths name the node's files."""
+    try:
+        mine, init = os.stat("/"), os.stat("/proc/1/root")
+    except OSError:
+        return "/"
+    return "/" if (mine.st_dev, mine.st_ino) == (init.st_dev, init.st_ino) else "/proc/1/root"
 
 
 @dataclass(frozen=True, slots=True)
