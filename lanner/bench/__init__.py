@@ -237,3 +237,14 @@ def bench_agent_command(idle_seconds: float, hours: float, rate: float, as_json:
                f"{c['records']:,} records in {c['elapsed_s']} s; RSS {c['rss_start_mib']} → {c['rss_end_mib']} MiB")
     click.echo(f"  RSS samples (processes, MiB): {c['rss_samples']}")
     click.echo(f"  state after: {c['state']}")
+
+
+@bench_group.command("enforce")
+@click.option("--seconds", default=3.0, show_default=True, help="Length of each timed run.")
+@click.option("--rounds", default=3, show_default=True, help="Alternated off/on rounds per case (medians).")
+@click.option("--json", "as_json", is_flag=True)
+def bench_enforce_command(seconds: float, rounds: int, as_json: bool) -> None:
+    """What enforcement costs the work it lets through: loops with each mechanism off and on."""
+    from lanner.bench.enforce import run
+
+    run(seconds, rounds, as_json)

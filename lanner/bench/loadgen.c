@@ -7,6 +7,9 @@
  *   loadgen connect SECONDS         TCP connect()+close() to a loopback listener it forks
  *   loadgen shadow SECONDS [RATE]   open()+close() of /etc/shadow (a sensitive-file read)
  *   loadgen write SECONDS [RATE]    open(O_WRONLY)+close() of a temporary file
+ *   loadgen open|write SECONDS RATE FILE
+ *                                   the same on FILE, an existing file (kept), instead of a
+ *                                   temporary one; RATE 0 is as fast as possible
  * Output: "<ops> <seconds>"
  */
 #define _GNU_SOURCE
@@ -32,17 +35,25 @@ static double now(void)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: loadgen open|write|exec|connect|shadow SECONDS [RATE]\n");
+        fprintf(stderr, "usage: loadgen open|write|exec|connect|shadow SECONDS [RATE]\n"
+                        "       loadgen open|write SECONDS RATE FILE\n");
         return 2;
     }
     const char *mode = argv[1];
     double secs = atof(argv[2]);
     double rate = argc > 3 ? atof(argv[3]) : 0;
+    const char *file = argc > 4 && (!strcmp(mode, "open") || !strcmp(mode, "write")) ? argv[4] : 0;
     char path[] = "/tmp/lanner-loadgen-XXXXXX";
-    int tmp = mkstemp(path);
-    if (tmp < 0) { perror("mkstemp"); return 1; }
-    close(tmp);
-    const char *open_path = !strcmp(mode, "shadow") ? "/etc/shadow" : path;
+    if (!file) {
+        int tmp = mkstemp(path);
+        if (tmp < 0) { perror("mkstemp"); return 1; }
+        close(tmp);
+    } else {
+        int fd = open(file, O_RDONLY);  /* it must exist: the loop would count failed opens */
+        if (fd < 0) { perror(file); return 1; }
+        close(fd);
+    }
+    const char *open_path = !strcmp(mode, "shadow") ? "/etc/shadow" : file ? file : path;
     struct sockaddr_in sa = { .sin_family = AF_INET };
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     pid_t acceptor = 0;
@@ -72,7 +83,7 @@ int main(int argc, char **argv)
                 int fd = open(open_path, O_RDONLY);
                 if (fd >= 0) close(fd);
             } else if (!strcmp(mode, "write")) {
-                int fd = open(path, O_WRONLY);
+                int fd = open(open_path, O_WRONLY);
                 if (fd >= 0) close(fd);
             } else if (!strcmp(mode, "exec")) {
                 pid_t pid = fork();
@@ -101,7 +112,8 @@ int main(int argc, char **argv)
             }
         }
     }
-    unlink(path);
+    if (!file)
+        unlink(path);
     if (acceptor > 0) {
         kill(acceptor, SIGKILL);
         waitpid(acceptor, 0, 0);
