@@ -11,6 +11,7 @@ import ctypes
 import os
 import platform
 import struct
+import time
 from typing import Final
 
 # fanotify_init(2) flags
@@ -211,6 +212,27 @@ def access_of_flags(flags: int) -> int:
     return out
 
 
+_RUNNING_RETRY_S: Final = 0.005
+
+
+def _blocked_syscall(tid: int) -> list[bytes]:
+    """The fields of /proc/<tid>/syscall once the thread sleeps in its syscall. The event can reach
+    us before the opener has gone to sleep waiting for our answer (the file then says "running"):
+    it is about to, so read again for a few milliseconds before giving up."""
+    deadline = 0.0
+    while True:
+        with open(f"/proc/{tid}/syscall", "rb", buffering=0) as f:
+            fields = f.read(256).split()
+        if not fields or fields[0] != b"running":
+            return fields
+        now = time.monotonic()
+        if not deadline:
+            deadline = now + _RUNNING_RETRY_S
+        elif now > deadline:
+            return fields
+        os.sched_yield()
+
+
 def open_access(tid: int) -> tuple[int, int]:
     """(access, flags) of the open a blocked thread is in, from /proc/<tid>/syscall (and the
     thread's memory for openat2's struct open_how). An open inside execve/execveat/uselib
@@ -219,8 +241,7 @@ def open_access(tid: int) -> tuple[int, int]:
     is ACCESS_UNKNOWN, which a read-deny and a write-deny policy both deny.
     """
     try:
-        with open(f"/proc/{tid}/syscall", "rb", buffering=0) as f:
-            fields = f.read(256).split()
+        fields = _blocked_syscall(tid)
         nr = int(fields[0]) & ~_X32_SYSCALL_BIT
         if nr == SYS_OPENAT:
             flags = int(fields[3], 16)

@@ -9,12 +9,12 @@ Building it touches no kernel object, so it is tested without root.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass, field
 
 from lanner.config import Enforcement
 from lanner.events import Container
+from lanner.response.safety import host_root
 from lanner.rules.policy import ExecAllow, ExecDeny, ExecDrift, IpAddress, NetDeny, OpenDeny, Policy
 
 
@@ -41,15 +41,6 @@ class Workload:
 HOST = Workload(0, None, 1)
 
 
-@functools.cache
-def host_root() -> str:
-    """Where the host's files are for the agent: "/" on the host; through pid 1's root when the agent
-    runs in a container (the DaemonSet, with hostPID), so host paths name the node's files."""
-    try:
-        mine, init = os.stat("/"), os.stat("/proc/1/root")
-    except OSError:
-        return "/"
-    return "/" if (mine.st_dev, mine.st_ino) == (init.st_dev, init.st_ino) else "/proc/1/root"
 
 
 @dataclass(frozen=True, slots=True)

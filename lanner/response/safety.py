@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 
@@ -28,6 +29,23 @@ def file_key(path: str | os.PathLike[str]) -> tuple[int, int]:
     return kernel_dev(st.st_dev), st.st_ino
 
 
+@functools.cache
+def host_root() -> str:
+    """Where the host's files are for the agent: "/" on the host; through pid 1's root when the agent
+    runs in a container (the DaemonSet, with hostPID), so host paths name the node's files."""
+    try:
+        mine, init = os.stat("/"), os.stat("/proc/1/root")
+    except OSError:
+        return "/"
+    return "/" if (mine.st_dev, mine.st_ino) == (init.st_dev, init.st_ino) else "/proc/1/root"
+
+
+def on_host(path: str) -> str:
+    """A host path as the agent can open it (see host_root)."""
+    root = host_root()
+    return path if root == "/" else root + path
+
+
 def is_kernel_thread(pid: int, proc_root: str = "/proc") -> bool:
     try:
         with open(f"{proc_root}/{pid}/stat", "rb") as f:
@@ -49,7 +67,7 @@ class Protection:
         self.missing: list[str] = []
         for path in programs:
             try:
-                files[file_key(path)] = path
+                files[file_key(on_host(path))] = path
             except ValueError:
                 self.missing.append(path)
         self.files = files
