@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable
 
@@ -29,15 +28,46 @@ def file_key(path: str | os.PathLike[str]) -> tuple[int, int]:
     return kernel_dev(st.st_dev), st.st_ino
 
 
-@functools.cache
-def host_root() -> str:
-    """Where the host's files are for the agent: "/" on the host; through pid 1's root when the agent
-    runs in a container (the DaemonSet, with hostPID), so host paths name the node's files."""
+_host_pid: int | None = None
+
+
+def _same(a: str, b: str) -> bool | None:
     try:
-        mine, init = os.stat("/"), os.stat("/proc/1/root")
+        sa, sb = os.stat(a), os.stat(b)
     except OSError:
-        return "/"
-    return "/" if (mine.st_dev, mine.st_ino) == (init.st_dev, init.st_ino) else "/proc/1/root"
+        return None
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def host_root() -> str:
+    """Where the host's files are for the agent: "/" on the host; through a host process's root when
+    the agent runs in a container (the DaemonSet, with hostPID), so host paths name the node's files.
+
+    That is pid 1's root, or — where pid 1 refuses to be inspected (a sandbox's init) — the root of
+    the oldest host process that allows it; checked again if that process exits."""
+    global _host_pid
+    if _host_pid is not None and os.path.exists(f"/proc/{_host_pid}"):
+        return "/" if _host_pid == 0 else f"/proc/{_host_pid}/root"
+    _host_pid = _find_host_pid()
+    return "/" if _host_pid == 0 else f"/proc/{_host_pid}/root"
+
+
+def _find_host_pid() -> int:
+    same = _same("/", "/proc/1/root")
+    if same is not None:
+        return 0 if same else 1
+    # pid 1 cannot be inspected: the oldest other process of the host (not a kernel thread, not in a
+    # container) stands for it; if its root is ours, the agent runs on the host.
+    from lanner.state.cgroups import container_id_from_proc
+
+    me = os.getpid()
+    for pid in sorted(int(n) for n in os.listdir("/proc") if n.isdigit()):
+        if pid == me or is_kernel_thread(pid) or container_id_from_proc(pid):
+            continue
+        same = _same("/", f"/proc/{pid}/root")
+        if same is not None:
+            return 0 if same else pid
+    return 0
 
 
 def on_host(path: str) -> str:

@@ -382,3 +382,40 @@ def test_kill_action_acts_only_under_the_enforce_overlay(image: Image, overlay: 
     else:
         assert proc.returncode == 0
         assert (a["lanner"]["mode"], a["lanner"]["result"]) == ("monitor", "allowed")
+
+
+
+def test_block_rule_on_a_host_program_works_from_the_container(image: Image) -> None:
+    """Under the enforce overlay the agent, inside its container, blocks the exec of a program of the
+    node (looked up through /proc/1/root with hostPID), and finds the node's protected programs."""
+    forbidden = Path("/var/tmp") / f"lanner-deploy-forbidden-{uuid.uuid4().hex[:8]}"
+    shutil.copy("/bin/true", forbidden)
+    ds, files, _ = agent_files(image, "enforce", f"127.0.0.1:{free_port()}")
+    rules = files["/etc/lanner/rules"] / "block-test.yaml"
+    rules.write_text(f"""
+- rule: Deploy test forbidden program
+  desc: tests/deploy block action
+  condition: evt.type in (execve, execveat) and proc.exepath = {forbidden}
+  output: forbidden program started (proc.exepath=%proc.exepath)
+  priority: WARNING
+  action: block
+""")
+    cfg = yaml.safe_load(files["/etc/lanner/lanner.yaml"].read_text())
+    cfg["rules_files"] = ["/etc/lanner/rules/block-test.yaml"]
+    cfg["enforcement"]["protected_programs"] = ["/usr/sbin/runc"]  # this machine's runc
+    files["/etc/lanner/lanner.yaml"].write_text(yaml.safe_dump(cfg))
+    run = Running(image, oci_spec(image, ds, "agent", container(ds, "agent")["args"], files, {}))
+    try:
+        run.wait_for("running", timeout=90)
+        try:
+            subprocess.run([str(forbidden)], timeout=30)
+            pytest.fail(f"the forbidden program ran; the agent said: {run.stderr}")
+        except PermissionError:
+            pass  # EPERM from the kernel: fanotify's answer
+        a = wait_until(lambda: next((json.loads(x) for x in run.stdout if "Deploy test forbidden" in x), None),
+                       "the block rule's alert")
+    finally:
+        run.stop()
+        forbidden.unlink()
+    assert (a["lanner"]["mode"], a["lanner"]["result"]) == ("enforce", "blocked")
+    assert not [x for x in run.stderr if "does not exist" in x], run.stderr
