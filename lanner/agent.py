@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 from lanner.alert import Alert
 from lanner.config import Config
 from lanner.engine import Engine
-from lanner.events import EVENT_TYPES, Event
+from lanner.events import EVENT_TYPES, Container, Event, Process
 from lanner.metrics import AgentMetrics, MetricsServer
 from lanner.outputs import OutputSet, build_outputs
 from lanner.response.decisions import Decision, as_event
-from lanner.response.enforcer import EnforcementError, Enforcer, cgroup2_id
+from lanner.response.enforcer import EnforcementError, Enforcer
 from lanner.response.plan import effective_mode
 from lanner.response.reactive import Responder
 from lanner.response.safety import Protection
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 
 LOST_DECISIONS_RULE = "Lanner internal: enforcement decisions lost"
+REACTIVE_ID_BASE = 1 << 24  # kernel rule ids of reactive rules (isolate), above any block policy's
 
 
 class RulesError(ValueError):
@@ -76,6 +77,7 @@ class Agent:
         self._stop = False
         self._reload = False
         self._containers_seen: set[str] = set()
+        self._reactive_ids: dict[str, int] = {}
         self._lost_reported = 0
         self._lost_alerted = -1e9
         self.cri: CriClient | None = None
@@ -140,9 +142,9 @@ class Agent:
             self.enforcer.close()
             raise
         stopper = self.cri
-        mount = self.enforcer.cgroup_mount
-        self.responder = Responder(protection, stopper=stopper, isolate=self.enforcer.isolate,
-                                   cgroup_of=lambda pid: cgroup2_id(pid, mount))
+        enforcer = self.enforcer
+        self.responder = Responder(protection, stopper=stopper, isolate=enforcer.isolate,
+                                   cgroup_of=lambda pid, cid: enforcer.cgroup_of_container(cid, pid))
         self.log(f"enforcement: {len(self.policies)} block rules, reactive actions {sorted(reactive) or 'none'}; "
                  f"default mode {'monitor (monitor_only)' if settings.monitor_only else settings.mode}")
 
@@ -283,9 +285,8 @@ class Agent:
 
     def _new_container(self, evt: Event) -> None:
         assert evt.container is not None and self.enforcer is not None
-        self._containers_seen.add(evt.container.id)
-        if evt.proc is not None:
-            self.enforcer.add_container(evt.container, evt.proc.pid)
+        if evt.proc is not None and self.enforcer.add_container(evt.container, evt.proc.pid):
+            self._containers_seen.add(evt.container.id)
 
     def _mode(self, rule: Rule, container: Any) -> str:
         ns = container.pod_namespace if container is not None else None
@@ -295,7 +296,7 @@ class Agent:
         """kill / stop / isolate for an alert of a reactive rule; the alert says what happened."""
         assert self.responder is not None
         mode = self._mode(rule, evt.container)
-        rule_id = -1 - rule.index  # reactive rules are not in the policy list; a distinct id for isolate
+        rule_id = self._reactive_id(rule.name)
 
         def done(result: str, error: str) -> None:
             self._enforcement_alert(alert, rule.action, mode, result, error, "reactive")
@@ -304,6 +305,26 @@ class Agent:
         if outcome is not None:
             done(*outcome)
 
+    def _container_of(self, d: Decision, caller: Process | None) -> Container | None:
+        """The container of a decision the enforcer has no workload for (an isolated container...):
+        from the decision's cgroup, else from what the state knows of the process."""
+        if self.directory is None:
+            return None
+        cid = ""
+        cgroups = self.source.cgroups if self.source is not None else None
+        if d.cgroup_id and cgroups is not None:
+            cid = cgroups.container_of(d.cgroup_id, d.tgid)
+        if not cid and caller is not None:
+            cid = caller.container_id
+        return self.directory.get(cid) if cid and cid != "host" else None
+
+    def _reactive_id(self, rule: str) -> int:
+        """Ids for the reactive rules' kernel entries (isolate), apart from the block policies' ids."""
+        rid = self._reactive_ids.get(rule)
+        if rid is None:
+            rid = self._reactive_ids[rule] = REACTIVE_ID_BASE + len(self._reactive_ids)
+        return rid
+
     def _decisions(self, decisions: list[Decision]) -> None:
         """Each kernel decision becomes an alert of its rule, rendered with the rule's output."""
         if not decisions:
@@ -311,28 +332,33 @@ class Agent:
         assert self.enforcer is not None
         tracker = self.source.tracker if self.source is not None else None
         me = os.getpid()
+        isolations = {rid: name for name, rid in self._reactive_ids.items()}
         for d in decisions:
-            if d.tgid == me or not 0 <= d.rule_id < len(self.policies):
+            if d.tgid == me:
                 continue  # the agent's own actions (its outputs' connects...) are exempt, and no news
-            rule = self.ruleset.rules.get(self.policies[d.rule_id].rule)
+            if 0 <= d.rule_id < len(self.policies):
+                name, action = self.policies[d.rule_id].rule, "block"
+            elif d.rule_id in isolations:
+                name, action = isolations[d.rule_id], "isolate"  # a connect from an isolated container
+            else:
+                continue
+            rule = self.ruleset.rules.get(name)
             if rule is None:
                 continue
             caller = tracker.process(d.tgid) if tracker is not None else None
-            container = self.enforcer.container_of(d.cgroup_id)
-            if container is None and self.directory is not None and caller is not None and caller.container_id:
-                container = self.directory.get(caller.container_id)
+            container = self.enforcer.container_of(d.cgroup_id) or self._container_of(d, caller)
             evt = as_event(d, caller, container)
             alert = self.engine.alert(rule, evt)
             scope = self.throttle.check(alert.rule, caller.container_id if caller is not None else "")
             mode = "enforce" if d.enforced else "monitor"
-            self.metrics.enforcement[(rule.name, "block", mode, d.result)] += 1
+            self.metrics.enforcement[(rule.name, action, mode, d.result)] += 1
             if scope is not None:
                 self.metrics.throttled[(alert.rule, scope)] += 1
                 continue
             latency = max(0.0, (time.time_ns() - d.ts_ns) / 1e9)
             self.metrics.latency.observe(latency)
             self.metrics.alerts[(alert.rule, alert.priority)] += 1
-            alert.lanner = {"action": "block", "mode": mode, "result": d.result, "mechanism": d.mechanism,
+            alert.lanner = {"action": action, "mode": mode, "result": d.result, "mechanism": d.mechanism,
                             "latency_ms": round(latency * 1000, 3)}
             if d.error:
                 alert.lanner["error"] = d.error

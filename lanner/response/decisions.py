@@ -81,6 +81,9 @@ def as_event(d: Decision, caller: Process | None, container: Container | None) -
                        parent=base if d.mechanism == "fanotify" else base.parent, args=[])
     elif proc is None:
         proc = Process(pid=d.tgid, name=d.comm)
+    if container is not None and proc.container_id != container.id:
+        # the mechanism knew the cgroup; the state may not have seen this process in it yet
+        proc = replace(proc, container_id=container.id)
     fd: FdInfo | None = None
     args: dict[str, object] = {}
     if d.kind == "open":

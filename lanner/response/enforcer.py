@@ -135,15 +135,34 @@ class Enforcer:
 
     # --- workloads ---------------------------------------------------------------------------------
 
-    def add_container(self, container: Container, pid: int) -> None:
-        """A container's process was seen with its metadata: put the policies that cover it in place."""
+    def add_container(self, container: Container, pid: int) -> bool:
+        """A container's process was seen with its metadata: put the policies that cover it in place.
+        False when the process is already gone (a runtime's short-lived set-up process): ask again
+        with a later process of the container."""
         if not any(p.scope.matches(container) for p in self.policies):
-            return
+            return True
         cg = cgroup2_id(pid, self.cgroup_mount)
-        if not cg or cg in self.workloads:
-            return
-        self.workloads[cg] = P.Workload(cg, container, pid)
-        self.apply()
+        if not cg:
+            return False
+        if cg not in self.workloads:
+            self.workloads[cg] = P.Workload(cg, container, pid)
+            self.apply()
+        return True
+
+    def cgroup_of_container(self, container_id: str, pid: int = 0) -> int:
+        """The cgroup2 id of a container: known when a policy covers it, else its directory (named
+        after its id by every runtime), else the cgroup of one of its processes; 0 when not found."""
+        for cg, w in self.workloads.items():
+            if w.container is not None and w.container.id == container_id:
+                return cg
+        for root, dirs, _files in os.walk(self.cgroup_mount):
+            for d in dirs:
+                if container_id in d:
+                    try:
+                        return os.stat(os.path.join(root, d)).st_ino
+                    except OSError:
+                        break
+        return cgroup2_id(pid, self.cgroup_mount) if pid else 0
 
     def _prune(self) -> bool:
         """Forget containers whose processes are gone (another of their processes takes over)."""

@@ -35,7 +35,7 @@ class Responder:
     """Carries out kill, stop and isolate, at most once per process or container per rule."""
 
     def __init__(self, protection: Protection, *, stopper: ContainerStopper | None = None,
-                 isolate: Isolator | None = None, cgroup_of: Callable[[int], int] | None = None) -> None:
+                 isolate: Isolator | None = None, cgroup_of: Callable[[int, str], int] | None = None) -> None:
         self.protection = protection
         self.stopper = stopper
         self.isolate_fn = isolate
@@ -68,10 +68,13 @@ class Responder:
         if action == "isolate":
             if self.isolate_fn is None or self.cgroup_of is None:
                 return "failed", "the network guard is not running"
-            cgroup = self.cgroup_of(pid)
+            cgroup = self.cgroup_of(pid, cid)
             if not cgroup:
-                return "failed", f"the cgroup of pid {pid} is unknown"
-            err = self.isolate_fn(cgroup, rule_id, enforce)
+                return "failed", f"the cgroup of container {cid[:12]} is unknown"
+            try:
+                err = self.isolate_fn(cgroup, rule_id, enforce)
+            except (OSError, ValueError) as e:  # never into the event loop
+                err = str(e)
             return ("failed", err) if err else ("isolated", "")
         return "failed", f"unknown action {action}"
 

@@ -97,7 +97,7 @@ def test_isolate_asks_the_network_guard_for_the_cgroup() -> None:
         calls.append((cg, rule_id, enforce))
         return ""
 
-    r = Responder(Protection(os.getpid()), isolate=isolate, cgroup_of=lambda pid: 4242)
+    r = Responder(Protection(os.getpid()), isolate=isolate, cgroup_of=lambda pid, cid: 4242)
     _got, done = _results()
     assert r.act("isolate", True, "r", 7, _evt(99, "e" * 64), done) == ("isolated", "")
     assert calls == [(4242, 7, True)]
