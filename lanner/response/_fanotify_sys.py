@@ -140,6 +140,20 @@ def handle_key(dirfd: int) -> bytes | None:
     return sfs.raw[56:64] + struct.pack("=Ii", nbytes, htype) + buf.raw[8:8 + nbytes]
 
 
+def mount_id(dirfd: int, name: str = "") -> int:
+    """The id of the mount ``name`` below ``dirfd`` (or ``dirfd`` itself) is on; -1 when unknown. A file
+    mounted over a directory entry (bind mounts included, even from the same filesystem) has a mount
+    id of its own."""
+    buf = ctypes.create_string_buffer(8 + MAX_HANDLE_SZ)
+    mid = ctypes.c_int(-1)
+    for flags in (AT_HANDLE_FID, 0):
+        struct.pack_into("=I", buf, 0, MAX_HANDLE_SZ)
+        path = os.fsencode(name) if name else b""
+        if _name_to_handle_at(dirfd, path, buf, ctypes.byref(mid), flags | (0 if name else AT_EMPTY_PATH)) == 0:
+            return mid.value
+    return -1
+
+
 PROC_SUPER_MAGIC: Final = 0x9FA0
 
 

@@ -491,12 +491,33 @@ class FanotifyGuard:
                     ref = (root, rel, key)
                     refs[:] = [r for r in refs if r[0] is not root]
                     refs.append(ref)
+                dir_mount = sys_.mount_id(fd)
                 with os.scandir(fd) as it:
                     for e in it:
                         if e.is_dir(follow_symlinks=False):
                             stack.append(f"{rel}/{e.name}" if rel else e.name)
+                        elif e.is_file(follow_symlinks=False):
+                            self._mark_mounted_file(gen, root, fd, e, dir_mount)
             finally:
                 os.close(fd)
+
+    @staticmethod
+    def _mark_mounted_file(gen: _Generation, root: _Root, dir_fd: int, e: os.DirEntry[str], dir_mount: int) -> None:
+        """A file mounted over an entry of the directory (a runtime's /etc/hosts, /etc/resolv.conf): its
+        parent is elsewhere, so the directory's mark does not see its opens; mark the file itself."""
+        if dir_mount < 0 or sys_.mount_id(dir_fd, e.name) in (dir_mount, -1):
+            return
+        try:
+            est = e.stat(follow_symlinks=False)
+        except OSError:
+            return
+        key = (est.st_dev, est.st_ino)
+        mask = root.mask & ~(sys_.FAN_EVENT_ON_CHILD | sys_.FAN_ONDIR)
+        have = gen.dirs.get(key)
+        if have is None or have | mask != have:
+            sys_.fanotify_mark(gen.perm_fd, sys_.FAN_MARK_ADD | sys_.FAN_MARK_DONT_FOLLOW, mask, dir_fd, e.name)
+            gen.dirs[key] = (have or 0) | mask
+        root.devs.add(est.st_dev)
 
     # --- the watcher -------------------------------------------------------------------------------
 

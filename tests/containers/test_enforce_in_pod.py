@@ -21,9 +21,8 @@ agent with the same rules under `enforcement.monitor_only: true` and the learned
 before each agent starts (it enrolls running containers at start-up); the control pods and the stop /
 isolate pods during the tests. Markers are read from the host through /proc/<container pid>/root.
 
-The one xfail(strict=True) test is a known limit of the open guard, named in its reason: files the
-runtime mounts below a protected directory (/etc/hosts) are other file systems and are not protected
-(docs/enforcement.md, Known limits). The alerts' pod context is checked in
+Files the runtime mounts below a protected directory (/etc/hosts) are protected like the rest of it
+(test_open_write_deny_covers_files_mounted_below). The alerts' pod context is checked in
 test_decision_alerts_name_their_pod.
 """
 
@@ -402,10 +401,6 @@ class TestEnforce:
         for alert in alerts:
             assert_decision(alert, "block", "enforce", "blocked", "fanotify")
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "lanner/response/fanotify.py: an open-deny policy marks the directories of the container's root file "
-        "system; /etc/hosts, /etc/hostname and /etc/resolv.conf, which the runtime bind-mounts into every pod, "
-        "live on another file system whose parent directory is not marked, so writes to them are never seen"))
     def test_open_write_deny_covers_files_mounted_below(self, enforce_env: Env) -> None:
         """/etc/hosts is below /etc/ too (fd.name startswith /etc/): appending to it fails, nothing changes."""
         pod = enforce_env.pods["files"]

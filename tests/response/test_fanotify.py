@@ -386,3 +386,21 @@ def _link(path: str) -> str:
         return os.readlink(path)
     except OSError:  # the listing's own fd, closed meanwhile
         return ""
+
+
+def test_a_file_mounted_below_a_protected_directory_is_protected(tree: Path, guard: FanotifyGuard) -> None:
+    """Runtimes bind-mount /etc/hosts, /etc/resolv.conf... over a container's /etc: the file's parent is
+    elsewhere, so the directory's mark alone would not see it (a bind mount from the same filesystem too).
+    The file itself is marked: it is protected whichever name it is opened by (docs/enforcement.md)."""
+    source = tree / "out" / "hosts"
+    source.write_text("orig")
+    target = tree / "prot" / "hosts"
+    target.write_text("")
+    subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
+    try:
+        guard.apply(deny_writes(tree))
+        assert run([["open", str(target), W], ["read", str(target)], ["open", str(source), W]]) == \
+            ["EPERM", "ok", "EPERM"]
+        assert source.read_text() == "orig"
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
