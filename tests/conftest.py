@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,3 +26,12 @@ def falco_rules_dir() -> Path:
     if not (FALCO_RULES / "falco_rules.yaml").exists():
         pytest.fail(f"Falco reference rules not found under {FALCO_RULES} (set LANNER_SHARED)")
     return FALCO_RULES
+
+
+@pytest.fixture
+def learn_runs() -> Iterator[list[Any]]:
+    """`lanner learn` runs a test started (tests.learn_support.Learn), killed if still running at its end."""
+    runs: list[Any] = []
+    yield runs
+    for r in runs:
+        r.kill()

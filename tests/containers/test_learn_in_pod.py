@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import yaml
 from tests.agent_support import require_agent_machine
 from tests.conftest import ROOT
 from tests.containers.harness import Containerd, Pod, busybox_rootfs
-from tests.kernel.test_learn_live import Learn
+from tests.learn_support import Learn
 
 IMAGE = "localhost/lanner-learn:local"
 REPOSITORY = "localhost/lanner-learn"
@@ -36,14 +35,6 @@ def learn_image(containerd: Containerd, tmp_path_factory: pytest.TempPathFactory
         shutil.copyfile(rootfs / "bin" / "busybox", dest)
         dest.chmod(0o755)
     return containerd.build_image(rootfs, IMAGE, cmd=["sleep", "3600"])
-
-
-@pytest.fixture
-def learn_runs() -> Iterator[list[Learn]]:
-    runs: list[Learn] = []
-    yield runs
-    for r in runs:
-        r.kill()
 
 
 def _name(what: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,26 @@ from typing import Any
 
 import pytest
 
+from lanner.response.decisions import Decision
 from lanner.sensor.loader import bpf_dir
 from lanner.state.cgroups import find_cgroup2_mount, rmdir_cgroup
 from tests.conftest import require_or_skip
+
+
+class Decisions:
+    """Everything a guard reported, collected across polls."""
+
+    def __init__(self, guard: Any) -> None:
+        self.guard = guard
+        self.seen: list[Decision] = []
+
+    def of(self, tgid: int, timeout: float = 3.0) -> list[Decision]:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.seen.extend(self.guard.poll(50))
+            found = [d for d in self.seen if d.tgid == tgid]
+            if found or time.monotonic() > deadline:
+                return found
 
 
 def require_bpf(obj: str) -> None:

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from lanner.response.decisions import Decision
 from lanner.response.exec_guard import (
     DriftScope,
     ExecAllowList,
@@ -33,7 +32,7 @@ from lanner.response.exec_guard import (
     file_key,
 )
 from tests.conftest import require_or_skip
-from tests.response.conftest import Cgroup, require_bpf
+from tests.response.conftest import Cgroup, Decisions, require_bpf
 
 MARKER_C = r"""
 #include <fcntl.h>
@@ -110,22 +109,6 @@ def run(argv: list[str], **kw: Any) -> tuple[int, int]:
     """Run a child; (pid, returncode)."""
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
     return p.pid, p.wait(timeout=30)
-
-
-class Decisions:
-    """Everything the guard reported, collected across polls."""
-
-    def __init__(self, guard: ExecGuard) -> None:
-        self.guard = guard
-        self.seen: list[Decision] = []
-
-    def of(self, tgid: int, timeout: float = 3.0) -> list[Decision]:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.seen.extend(self.guard.poll(50))
-            found = [d for d in self.seen if d.tgid == tgid]
-            if found or time.monotonic() > deadline:
-                return found
 
 
 def ran(marker: Path) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import secrets
 import shutil
 import subprocess
 import sys
@@ -23,8 +22,8 @@ import pytest
 
 from lanner.response import _fanotify_sys as sys_
 from lanner.response.fanotify import ExecDenyEntry, FanotifyGuard, FanotifyTable, OpenDenyEntry
-from lanner.state.cgroups import find_cgroup2_mount, rmdir_cgroup
 from tests.conftest import require_or_skip
+from tests.response.conftest import Cgroup
 
 pytestmark = pytest.mark.kernel
 
@@ -128,21 +127,6 @@ def guard() -> Iterator[FanotifyGuard]:
         yield g
     finally:
         g.close()
-
-
-@pytest.fixture
-def cgroup() -> Iterator[Path]:
-    """A cgroup2 directory of our own (lanner-test-*), removed afterwards."""
-    mount = find_cgroup2_mount()
-    if mount is None:
-        require_or_skip("no cgroup2 hierarchy is mounted")
-        return
-    path = Path(mount) / f"lanner-test-fan-{os.getpid()}-{secrets.token_hex(3)}"
-    path.mkdir()
-    try:
-        yield path
-    finally:
-        assert rmdir_cgroup(path) is None
 
 
 def deny_writes(tree: Path, *, enforce: bool = True, rule_id: int = 7, **kw: Any) -> FanotifyTable:
@@ -295,13 +279,13 @@ def test_internal_error_allows_and_is_counted(tree: Path, guard: FanotifyGuard) 
 
 # --- scope ---------------------------------------------------------------------------------------------
 
-def test_scope_denies_only_inside_the_cgroup(tree: Path, guard: FanotifyGuard, cgroup: Path) -> None:
-    scope = frozenset({cgroup.stat().st_ino})
+def test_scope_denies_only_inside_the_cgroup(tree: Path, guard: FanotifyGuard, test_cgroup: Cgroup) -> None:
+    scope = frozenset({test_cgroup.id})
     guard.apply(FanotifyTable(deny_exec(tree, scope=scope).exec_deny, deny_writes(tree, scope=scope).open_deny))
     actions = [["open", str(tree / "prot" / "f"), W], ["exec", [str(tree / "bin" / "evil"), str(tree / "out" / "m")],
                                                       None]]
     inside = spawn(actions)
-    (cgroup / "cgroup.procs").write_text(str(inside.pid))
+    (test_cgroup.path / "cgroup.procs").write_text(str(inside.pid))
     outside = spawn(actions)
     assert finish(inside) == (["EPERM", "EPERM"], 0)
     assert finish(outside) == (["ok", 0], 0)

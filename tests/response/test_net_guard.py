@@ -17,11 +17,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from lanner.response.decisions import Decision
 from lanner.response.net_guard import Isolation, NetDeny, NetGuard, NetTable, compile_net_table
 from lanner.state.cgroups import find_cgroup2_mount
 from tests.conftest import require_or_skip
-from tests.response.conftest import Cgroup, require_bpf
+from tests.response.conftest import Cgroup, Decisions, require_bpf
 
 # One network call in a child: prints "ok" or the errno.
 PROBE = r"""
@@ -93,20 +92,6 @@ def guard() -> Iterator[NetGuard]:
     finally:
         g.close()
         shutil.rmtree(pin, ignore_errors=True)
-
-
-class Decisions:
-    def __init__(self, guard: NetGuard) -> None:
-        self.guard = guard
-        self.seen: list[Decision] = []
-
-    def of(self, tgid: int, timeout: float = 3.0) -> list[Decision]:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.seen.extend(self.guard.poll(50))
-            found = [d for d in self.seen if d.tgid == tgid]
-            if found or time.monotonic() > deadline:
-                return found
 
 
 def test_connect_to_a_denied_port_fails_with_eperm(guard: NetGuard, ports: Listeners) -> None:
