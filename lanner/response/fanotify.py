@@ -207,16 +207,20 @@ class _FdLoop:
         if self._thread.is_alive():
             # Stuck (a bug): closing the groups from here frees every process waiting on them,
             # which matters more than the thread's later use of a stale fd number.
-            with self._lock:
-                fds, self._fds = self._fds, set()
-            for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            self._close_groups()
             return
         with contextlib.suppress(OSError):
             os.close(self._wake_r)
         with contextlib.suppress(OSError):
             os.close(self._wake_w)
+
+    def _close_groups(self) -> None:
+        """Close every group this loop serves: the kernel allows whatever waits on them."""
+        with self._lock:
+            fds, self._fds = self._fds, set()
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # a full pipe already wakes the loop
@@ -243,11 +247,7 @@ class _FdLoop:
                     os.close(fd)
                 done.set()
             if stop:
-                with self._lock:
-                    fds, self._fds = self._fds, set()
-                for fd in fds:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+                self._close_groups()
                 return
             for fd, _ in poller.poll(1000):
                 if fd == self._wake_r:

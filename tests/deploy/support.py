@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,14 @@ SIGHUP_AGENT = (
     'if tr "\\0" " " < $p/cmdline | grep -q "^/opt/lanner/venv/bin/python3 /opt/lanner/venv/bin/lanner run "; '
     'then kill -HUP ${p#/proc/} && echo "SIGHUP sent to ${p#/proc/}"; fi; done'
 )
+
+
+def tool(name: str) -> str:
+    """A program `make setup` installs (scripts/setup-deploy.sh); its absence fails the test."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found: run `make setup` (scripts/setup-deploy.sh installs it)")
+    return path
 
 
 def kubectl() -> Path:

@@ -35,6 +35,7 @@ from tests.deploy.support import (
     container,
     find,
     render,
+    tool,
     without_unknown_enforcement,
 )
 
@@ -43,13 +44,6 @@ pytestmark = pytest.mark.kernel
 TAG = "localhost/lanner:test"
 NODE = "test-node"
 BUILD_BUDGET_S = 300  # a few minutes at most, the first bootstrap of the Debian base included
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: run `make setup` (scripts/setup-deploy.sh installs it)")
-    return path
 
 
 @dataclass

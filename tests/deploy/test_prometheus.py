@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.agent_support import Agent, free_port, require_agent_machine, wait_until
-from tests.deploy.support import AGENT_JOB, DASHBOARD, RULES_FILE
+from tests.deploy.support import AGENT_JOB, DASHBOARD, RULES_FILE, tool
 
 pytestmark = pytest.mark.kernel
 
@@ -29,13 +29,6 @@ RULE = ("Read sensitive file by untrusted program", "Warning")  # one of Lanner'
 DEAD_OUTPUT = "dead-receiver"
 # What Grafana substitutes before it sends a panel's query (the agent picker set to All).
 GRAFANA_VARIABLES = {"$__rate_interval": "20s", "$__range": "5m", "$instance": ".*"}
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: run `make setup` (scripts/setup-deploy.sh installs Debian's prometheus)")
-    return path
 
 
 @dataclass
