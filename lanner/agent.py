@@ -9,7 +9,6 @@ output before exit, so no accepted alert is lost on a clean stop.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -19,31 +18,24 @@ from typing import TYPE_CHECKING, Any
 
 from lanner.alert import Alert
 from lanner.config import Config
+from lanner.enforcement import Enforcement, reactive_actions
 from lanner.engine import Engine
-from lanner.events import EVENT_TYPES, Container, Event, Process
+from lanner.events import EVENT_TYPES, Event
 from lanner.metrics import AgentMetrics, MetricsServer
 from lanner.outputs import OutputSet, build_outputs
-from lanner.response.decisions import Decision, as_event
-from lanner.response.enforcer import EnforcementError, Enforcer
-from lanner.response.plan import effective_mode
-from lanner.response.reactive import Responder
-from lanner.response.safety import Protection
+from lanner.response.enforcer import EnforcementError
 from lanner.rules import load
 from lanner.rules.policy import REACTIVE_ACTIONS, Policy, check
-from lanner.rules.ruleset import Rule, Ruleset
+from lanner.rules.ruleset import Ruleset
 from lanner.sensor.drops import DropMonitor
 from lanner.sensor.prefilter import Prefilter, for_conditions
 from lanner.sensor.source import LiveSource
-from lanner.state.cgroups import CgroupResolver, container_id_from_proc
+from lanner.state.cgroups import CgroupResolver
 from lanner.state.containers import ContainerDirectory
 from lanner.throttle import AlertThrottle
 
 if TYPE_CHECKING:
     from lanner.cri import CriClient
-
-
-LOST_DECISIONS_RULE = "Lanner internal: enforcement decisions lost"
-REACTIVE_ID_BASE = 1 << 24  # kernel rule ids of reactive rules (isolate), above any block policy's
 
 
 class RulesError(ValueError):
@@ -65,8 +57,7 @@ class Agent:
         self.log = log or (lambda msg: print(f"lanner: {msg}", file=sys.stderr, flush=True))
         self.ruleset, self.policies = load_rules(cfg.rules_files)
         self.engine = self._engine(self.ruleset)
-        self.enforcer: Enforcer | None = None
-        self.responder: Responder | None = None
+        self.enforcement: Enforcement | None = None
         self.outputs: OutputSet = build_outputs(cfg.outputs)
         self.throttle = AlertThrottle(cfg.throttle_rule, cfg.throttle_container)
         self.metrics = AgentMetrics(self.snapshot)
@@ -76,10 +67,6 @@ class Agent:
         self.server: MetricsServer | None = None
         self._stop = False
         self._reload = False
-        self._containers_seen: set[str] = set()
-        self._reactive_ids: dict[str, int] = {}
-        self._lost_reported = 0
-        self._lost_alerted = -1e9
         self.cri: CriClient | None = None
 
     def _engine(self, rs: Ruleset) -> Engine:
@@ -92,7 +79,7 @@ class Agent:
         """What the sensor captures: the engine's types, plus execs when the enforcer must hear of new
         containers."""
         types = self.engine.event_types()
-        if types is not None and self.enforcer is not None and self.enforcer.watches_containers:
+        if types is not None and self.enforcement is not None and self.enforcement.watches_containers:
             types = types | {"execve", "execveat"}
         return types
 
@@ -115,7 +102,8 @@ class Agent:
                                  metadata_wait_s=self.cfg.container_metadata_wait_s)
         if self.directory is not None:
             self.directory.prefetch()
-            self._enroll_running_containers()
+            if self.enforcement is not None:
+                self.enforcement.enroll_running()
         missing = self.source.kernel.uncaptured
         if missing:
             self.log(f"this kernel has no exit tracepoint for {', '.join(missing)}: not captured "
@@ -128,25 +116,12 @@ class Agent:
     def _start_enforcement(self) -> None:
         """The kernel mechanisms for block rules and the responder for kill/stop/isolate, when the
         rules ask for any; a mechanism that cannot start stops the agent (never a silent alert-only)."""
-        reactive = {r.action for r in self.engine.rules if r.action in REACTIVE_ACTIONS}
-        if not self.policies and not reactive:
-            return
-        settings = self.cfg.enforcement
-        protection = Protection(os.getpid(), settings.protected_programs)
-        for path in protection.missing:
-            self.log(f"enforcement: protected program {path} does not exist")
-        self.enforcer = Enforcer(self.policies, settings, protection, self.log)
-        try:
-            self.enforcer.start(net="isolate" in reactive)
-        except EnforcementError:
-            self.enforcer.close()
-            raise
-        stopper = self.cri
-        enforcer = self.enforcer
-        self.responder = Responder(protection, stopper=stopper, isolate=enforcer.isolate,
-                                   cgroup_of=lambda pid, cid: enforcer.cgroup_of_container(cid, pid))
-        self.log(f"enforcement: {len(self.policies)} block rules, reactive actions {sorted(reactive) or 'none'}; "
-                 f"default mode {'monitor (monitor_only)' if settings.monitor_only else settings.mode}")
+        reactive = reactive_actions(self.engine.rules)
+        if self.policies or reactive:
+            self.enforcement = Enforcement(self.cfg, self.ruleset, self.policies, reactive, directory=self.directory,
+                                           cri=self.cri, metrics=self.metrics,
+                                           render=lambda rule, evt: self.engine.alert(rule, evt),
+                                           deliver=self._deliver, log=self.log)
 
     def _containers(self) -> tuple[CgroupResolver | None, ContainerDirectory | None]:
         """Container ids from cgroups; metadata from the runtime when its socket and stubs are there."""
@@ -188,15 +163,16 @@ class Agent:
                 self._reload = False
                 self.reload()
             self._handle(source.poll(2))
-            if self.enforcer is not None:
-                self._decisions(self.enforcer.poll())
+            if self.enforcement is not None:
+                self.enforcement.collect(source.tracker, source.cgroups)
             now = time.monotonic()
             metrics.heartbeat = now
             if now >= next_check:  # reading the kernel's counters is a few syscalls: once a second
                 next_check = now + 1.0
-                if self.enforcer is not None:
-                    self.enforcer.tick()
-                    self._check_lost_decisions()
+                if self.enforcement is not None:
+                    lost = self.enforcement.tick()
+                    if lost is not None:
+                        self._send(lost)
                 alert = self.drops.check(source.counters())
                 if alert is not None:
                     self._send(alert)
@@ -216,12 +192,9 @@ class Agent:
         self._handle(source.flush_held())
         source.close()
         self.source = None
-        if self.enforcer is not None:
-            self._decisions(self.enforcer.poll())
-            self.enforcer.close()
-            self.enforcer = None
-        if self.responder is not None:
-            self.responder.close()
+        if self.enforcement is not None:
+            self.enforcement.close(source.tracker, source.cgroups)
+            self.enforcement = None
         if self.directory is not None:
             self.directory.close()
         complete = self.outputs.stop(self.cfg.shutdown_timeout_s)
@@ -238,154 +211,35 @@ class Agent:
             return
         by_type = self.metrics.events_by_type
         process = self.engine.process
-        seen = self._containers_seen if self.enforcer is not None and self.enforcer.watches_containers else None
+        enf = self.enforcement if self.enforcement is not None and self.enforcement.watches_containers else None
         for evt in events:
             by_type[evt.type] += 1
-            if seen is not None and evt.container is not None and evt.container.id not in seen:
-                self._new_container(evt)
+            if enf is not None and evt.container is not None and evt.container.id not in enf.seen:
+                enf.new_container(evt)
             alerts = process(evt)
             if alerts:
                 for alert in alerts:
                     self._alert(alert, evt)
 
     def _alert(self, alert: Alert, evt: Event) -> None:
-        cid = evt.proc.container_id if evt.proc is not None else ""
-        scope = self.throttle.check(alert.rule, cid)
+        if self.enforcement is not None:
+            rule = self.ruleset.rules.get(alert.rule)
+            if rule is not None and rule.action in REACTIVE_ACTIONS:
+                self.enforcement.react(rule, alert, evt)  # acts even when the alert is throttled
+                return
+        alert.lanner = {"action": "alert"}
+        self._deliver(alert, evt.proc.container_id if evt.proc is not None else "", evt.ts)
+
+    def _deliver(self, alert: Alert, container_id: str, event_ns: int) -> None:
+        """Throttle, time and send an alert (of the engine or of an enforcement decision)."""
+        scope = self.throttle.check(alert.rule, container_id)
         if scope is not None:
             self.metrics.throttled[(alert.rule, scope)] += 1
             return
-        latency = max(0.0, (time.time_ns() - evt.ts) / 1e9)
+        latency = max(0.0, (time.time_ns() - event_ns) / 1e9)
         self.metrics.latency.observe(latency)
         self.metrics.alerts[(alert.rule, alert.priority)] += 1
-        alert.lanner = {"action": "alert", "latency_ms": round(latency * 1000, 3)}
-        rule = self.ruleset.rules.get(alert.rule)
-        if rule is not None and rule.action in REACTIVE_ACTIONS and self.responder is not None:
-            self._react(rule, alert, evt)
-            return
-        self._send(alert)
-
-    # --- enforcement -----------------------------------------------------------------------------
-
-    def _enroll_running_containers(self) -> None:
-        """Containers already running when enforcement starts: they may not exec anything soon, and
-        their open and network policies must hold anyway."""
-        if self.enforcer is None or not self.enforcer.watches_containers or self.directory is None:
-            return
-        first_pid: dict[str, int] = {}
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                cid = container_id_from_proc(int(name))
-                if cid and cid not in first_pid:
-                    first_pid[cid] = int(name)
-        for cid, pid in first_pid.items():
-            container = self.directory.wait(cid, self.cfg.container_metadata_wait_s)
-            if container is not None:
-                self._containers_seen.add(cid)
-                self.enforcer.add_container(container, pid)
-
-    def _new_container(self, evt: Event) -> None:
-        assert evt.container is not None and self.enforcer is not None
-        if evt.proc is not None and self.enforcer.add_container(evt.container, evt.proc.pid):
-            self._containers_seen.add(evt.container.id)
-
-    def _mode(self, rule: Rule, container: Any) -> str:
-        ns = container.pod_namespace if container is not None else None
-        return effective_mode(rule.mode, ns, self.cfg.enforcement)
-
-    def _react(self, rule: Rule, alert: Alert, evt: Event) -> None:
-        """kill / stop / isolate for an alert of a reactive rule; the alert says what happened."""
-        assert self.responder is not None
-        mode = self._mode(rule, evt.container)
-        rule_id = self._reactive_id(rule.name)
-
-        def done(result: str, error: str) -> None:
-            self._enforcement_alert(alert, rule.action, mode, result, error, "reactive")
-
-        outcome = self.responder.act(rule.action, mode == "enforce", rule.name, rule_id, evt, done)
-        if outcome is not None:
-            done(*outcome)
-
-    def _container_of(self, d: Decision, caller: Process | None) -> Container | None:
-        """The container of a decision the enforcer has no workload for (an isolated container...):
-        from the decision's cgroup, else from what the state knows of the process."""
-        if self.directory is None:
-            return None
-        cid = ""
-        cgroups = self.source.cgroups if self.source is not None else None
-        if d.cgroup_id and cgroups is not None:
-            cid = cgroups.container_of(d.cgroup_id, d.tgid)
-        if not cid and caller is not None:
-            cid = caller.container_id
-        return self.directory.get(cid) if cid and cid != "host" else None
-
-    def _reactive_id(self, rule: str) -> int:
-        """Ids for the reactive rules' kernel entries (isolate), apart from the block policies' ids."""
-        rid = self._reactive_ids.get(rule)
-        if rid is None:
-            rid = self._reactive_ids[rule] = REACTIVE_ID_BASE + len(self._reactive_ids)
-        return rid
-
-    def _decisions(self, decisions: list[Decision]) -> None:
-        """Each kernel decision becomes an alert of its rule, rendered with the rule's output."""
-        if not decisions:
-            return
-        assert self.enforcer is not None
-        tracker = self.source.tracker if self.source is not None else None
-        me = os.getpid()
-        isolations = {rid: name for name, rid in self._reactive_ids.items()}
-        for d in decisions:
-            if d.tgid == me:
-                continue  # the agent's own actions (its outputs' connects...) are exempt, and no news
-            if 0 <= d.rule_id < len(self.policies):
-                name, action = self.policies[d.rule_id].rule, "block"
-            elif d.rule_id in isolations:
-                name, action = isolations[d.rule_id], "isolate"  # a connect from an isolated container
-            else:
-                continue
-            rule = self.ruleset.rules.get(name)
-            if rule is None:
-                continue
-            caller = tracker.process(d.tgid) if tracker is not None else None
-            container = self.enforcer.container_of(d.cgroup_id) or self._container_of(d, caller)
-            evt = as_event(d, caller, container)
-            alert = self.engine.alert(rule, evt)
-            scope = self.throttle.check(alert.rule, caller.container_id if caller is not None else "")
-            mode = "enforce" if d.enforced else "monitor"
-            self.metrics.enforcement[(rule.name, action, mode, d.result)] += 1
-            if scope is not None:
-                self.metrics.throttled[(alert.rule, scope)] += 1
-                continue
-            latency = max(0.0, (time.time_ns() - d.ts_ns) / 1e9)
-            self.metrics.latency.observe(latency)
-            self.metrics.alerts[(alert.rule, alert.priority)] += 1
-            alert.lanner = {"action": action, "mode": mode, "result": d.result, "mechanism": d.mechanism,
-                            "latency_ms": round(latency * 1000, 3)}
-            if d.error:
-                alert.lanner["error"] = d.error
-            self._send(alert)
-
-    def _check_lost_decisions(self) -> None:
-        """Decisions a mechanism could not hand over are loss like dropped events: counted in
-        metrics and raised as an alert (at most one per drop_alert_interval_s)."""
-        assert self.enforcer is not None
-        lost = sum(self.enforcer.lost().values())
-        now = time.monotonic()
-        if lost <= self._lost_reported or now - self._lost_alerted < self.cfg.drop_alert_interval_s:
-            return
-        new, self._lost_reported, self._lost_alerted = lost - self._lost_reported, lost, now
-        message = (f"{LOST_DECISIONS_RULE}: {new} enforcement decisions could not be reported since the last "
-                   f"report ({lost} in all); the actions were still decided")
-        self._send(Alert(rule=LOST_DECISIONS_RULE, priority="Critical", message=message,
-                         output_fields={"lanner.decisions.lost": new, "lanner.decisions.lost_total": lost},
-                         time_ns=time.time_ns(), tags=("lanner", "internal"), source="internal",
-                         hostname=self.engine.hostname))
-
-    def _enforcement_alert(self, alert: Alert, action: str, mode: str, result: str, error: str,
-                           mechanism: str) -> None:
-        self.metrics.enforcement[(alert.rule, action, mode, result)] += 1
-        alert.lanner.update({"action": action, "mode": mode, "result": result, "mechanism": mechanism})
-        if error:
-            alert.lanner["error"] = error
+        alert.lanner["latency_ms"] = round(latency * 1000, 3)
         self._send(alert)
 
     def _send(self, alert: Alert) -> None:
@@ -399,17 +253,21 @@ class Agent:
         try:
             ruleset, policies = load_rules(self.cfg.rules_files)
             engine = self._engine(ruleset)
-            if self.enforcer is not None:
-                self.enforcer.replace(policies)  # every mechanism swaps its whole table at once
-            elif policies or any(r.action in REACTIVE_ACTIONS for r in engine.rules):
-                self.policies = policies
-                self._start_enforcement()
+            if self.enforcement is not None:
+                self.enforcement.replace(ruleset, policies)
+            elif policies or reactive_actions(engine.rules):
+                old = self.ruleset, self.policies, self.engine
+                self.ruleset, self.policies, self.engine = ruleset, policies, engine
+                try:
+                    self._start_enforcement()
+                except EnforcementError:
+                    self.ruleset, self.policies, self.engine = old
+                    raise
         except (RulesError, EnforcementError) as exc:
             self.metrics.reloads["failed"] += 1
             self.log(f"reload failed, keeping the {len(self.engine.rules)} rules running:\n{exc}")
             return False
         self.ruleset, self.policies, self.engine = ruleset, policies, engine
-        self._containers_seen.clear()  # containers are matched again against the new scopes
         if self.source is not None:
             self.source.reconfigure(self._event_types(), self._prefilter(engine))
         self.metrics.reloads["ok"] += 1
@@ -428,6 +286,6 @@ class Agent:
             out["state"] = source.tracker.stats()
             out["containers"] = {"without_metadata": c.without_metadata, "held": c.held,
                                  **(self.directory.stats() if self.directory is not None else {})}
-        if self.enforcer is not None:
-            out["enforcement"] = {**self.enforcer.stats(), "lost": self.enforcer.lost()}
+        if self.enforcement is not None:
+            out["enforcement"] = self.enforcement.snapshot()
         return out
