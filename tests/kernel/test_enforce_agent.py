@@ -353,3 +353,21 @@ def test_exec_deny_by_kill_kills_before_the_first_instruction(lab: Lab, tmp_path
         assert all(a["output_fields"]["proc.exepath"] == str(prog) for a in alerts)
     finally:
         assert agent.stop() == 0
+
+
+def test_a_throttled_kill_rule_still_kills(lab: Lab, tmp_path: Path) -> None:
+    """Throttling limits alerts, never actions: the second victim dies though its alert is suppressed."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"- rule: Kill victim\n  desc: t\n  condition: evt.type in (execve, execveat) and "
+                     f"proc.exepath = {lab.victim}\n  output: victim %proc.pid\n  priority: WARNING\n  action: kill\n")
+    agent = Agent(tmp_path, "throttled", f"enforcement:\n  mode: enforce\nrules_files: [{rules}]\n"
+                  "throttle_rule: {rate: 0.001, burst: 1}\n")
+    try:
+        for _ in range(2):
+            assert subprocess.Popen([str(lab.victim), "30"]).wait(timeout=20) == -9
+        wait_until(lambda: agent.metrics().get(("lanner_enforcement_decisions_total", (
+            ("action", "kill"), ("mode", "enforce"), ("result", "killed"), ("rule", "Kill victim")))) == 2,
+            "two kills counted")
+        assert len([a for a in agent.json_alerts() if a["rule"] == "Kill victim"]) == 1
+    finally:
+        assert agent.stop() == 0
