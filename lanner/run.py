@@ -88,6 +88,7 @@ def run_command(**kw: Any) -> None:
     from lanner.agent import Agent, RulesError
     from lanner.doctor import require_sensor
     from lanner.outputs import OutputError
+    from lanner.response.enforcer import EnforcementError
     from lanner.sensor.loader import SensorError
 
     try:
@@ -104,7 +105,7 @@ def run_command(**kw: Any) -> None:
         require_sensor()
         agent.install_signals()
         agent.start()
-    except (SensorError, OutputError, OSError) as exc:
+    except (SensorError, OutputError, EnforcementError, OSError) as exc:
         click.echo(f"lanner run: {exc}", err=True)
         sys.exit(2)
     agent.run()

@@ -20,6 +20,7 @@ from lanner.config import Enforcement
 from lanner.events import Container
 from lanner.response import plan as P
 from lanner.response.decisions import Decision
+from lanner.response.exec_guard import GuardError
 from lanner.response.safety import Protection, file_key
 from lanner.rules.policy import ExecAllow, ExecDeny, ExecDrift, NetDeny, OpenDeny, Policy
 from lanner.state.cgroups import find_cgroup2_mount
@@ -78,6 +79,7 @@ class Enforcer:
         self._next_refresh = 0.0
         self._skipped: set[str] = set()
         self._exec_names: dict[tuple[int, int], str] = {}
+        self._last_error = ""
         self.isolated: dict[int, int] = {}
         """cgroup id → rule id of containers the isolate action cut off."""
 
@@ -126,7 +128,7 @@ class Enforcer:
                 self.net_guard = NetGuard()
                 self.net_guard.load()
                 self.net_guard.attach()
-        except OSError as e:
+        except (OSError, ValueError, GuardError) as e:
             raise EnforcementError(f"enforcement cannot start: {e}") from None
 
     @property
@@ -146,7 +148,7 @@ class Enforcer:
             return False
         if cg not in self.workloads:
             self.workloads[cg] = P.Workload(cg, container, pid)
-            self.apply()
+            self._apply_logged()
         return True
 
     def cgroup_of_container(self, container_id: str, pid: int = 0) -> int:
@@ -195,8 +197,12 @@ class Enforcer:
     def replace(self, policies: list[Policy]) -> None:
         """New policies (a reload): start what they need, then swap every table at once."""
         self._start_backends(self._needs(policies))
-        self.policies = policies
-        self.apply()
+        old, self.policies = self.policies, policies
+        try:
+            self.apply()
+        except EnforcementError:
+            self.policies = old  # the guards kept the old tables
+            raise
 
     def apply(self) -> None:
         plan = P.build(self.policies, list(self.workloads.values()), self.settings)
@@ -207,13 +213,24 @@ class Enforcer:
         state = (plan, _inodes(plan))  # same paths, but a program replaced by a new file must be marked anew
         if state == self._applied:
             return
-        if self.fanotify is not None:
-            self.fanotify.apply(self._fanotify_table(plan))
-        if self.exec_guard is not None:
-            self.exec_guard.apply(self._exec_table(plan))
-        if self.net_guard is not None:
-            self.net_guard.apply(self._net_table(plan))
+        try:
+            if self.fanotify is not None:
+                self.fanotify.apply(self._fanotify_table(plan))
+            if self.exec_guard is not None:
+                self.exec_guard.apply(self._exec_table(plan))
+            if self.net_guard is not None:
+                self.net_guard.apply(self._net_table(plan))
+        except (OSError, ValueError, GuardError) as e:  # each guard keeps its previous table
+            raise EnforcementError(f"enforcement: the policies cannot be applied: {self._named(str(e))}") from None
         self._applied = state
+
+    def _named(self, message: str) -> str:
+        """A mechanism's message with its rule ids written as the rules' names."""
+        def name(m: re.Match[str]) -> str:
+            i = int(m[1])
+            return f"rule '{self.policies[i].rule}'" if i < len(self.policies) else m[0]
+
+        return re.sub(r"\brule (\d+)\b", name, message)
 
     def tick(self) -> None:
         """Every few seconds: drop gone containers and look the paths up again."""
@@ -222,7 +239,19 @@ class Enforcer:
             return
         self._next_refresh = now + REFRESH_S
         self._prune()
-        self.apply()
+        self._apply_logged()
+
+    def _apply_logged(self) -> None:
+        """Apply while running (a container came or went, a path changed): a failure keeps the
+        previous policy in force and is said in the log, never the end of the agent."""
+        try:
+            self.apply()
+        except EnforcementError as e:
+            if str(e) != self._last_error:
+                self.log(f"{e}; the previous policy stays in force")
+            self._last_error = str(e)
+        else:
+            self._last_error = ""
 
     def _fanotify_table(self, plan: P.Plan) -> Any:
         from lanner.response.fanotify import ExecDenyEntry, FanotifyTable, OpenDenyEntry
@@ -283,7 +312,11 @@ class Enforcer:
             return str(e)
         self.isolated[cgroup_id] = rule_id
         self._applied = None
-        self.apply()
+        try:
+            self.apply()
+        except EnforcementError as e:
+            del self.isolated[cgroup_id]
+            return str(e)
         return ""
 
     # --- decisions ---------------------------------------------------------------------------------

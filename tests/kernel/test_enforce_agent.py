@@ -371,3 +371,15 @@ def test_a_throttled_kill_rule_still_kills(lab: Lab, tmp_path: Path) -> None:
         assert len([a for a in agent.json_alerts() if a["rule"] == "Kill victim"]) == 1
     finally:
         assert agent.stop() == 0
+
+
+def test_a_policy_the_mechanism_refuses_stops_the_agent_with_a_clear_error(tmp_path: Path) -> None:
+    """The open guard never marks procfs (its responder reads it): the agent says so and exits 2."""
+    require_agent_machine()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("- rule: Proc writes\n  desc: t\n  condition: evt.type = openat and evt.is_open_write = true and "
+                     "fd.name startswith /proc/sys/\n  output: x %fd.name\n  priority: WARNING\n  action: block\n")
+    out = subprocess.run([sys.executable, "-m", "lanner", "run", "-r", str(rules)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2, out
+    assert "enforcement" in out.stderr and "procfs" in out.stderr and "Traceback" not in out.stderr
