@@ -14,13 +14,15 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from lanner.config import Enforcement
 from lanner.events import Container
 from lanner.response import plan as P
 from lanner.response.decisions import Decision
-from lanner.response.exec_guard import GuardError
+from lanner.response.exec_guard import DriftScope, ExecAllowList, ExecGuard, ExecTable, GuardError
+from lanner.response.exec_guard import ExecDeny as KillEntry
+from lanner.response.fanotify import ExecDenyEntry, FanotifyGuard, FanotifyTable, OpenDenyEntry
+from lanner.response.net_guard import NetDenyEntry, NetGuard, NetTable
 from lanner.response.safety import Protection, file_key
 from lanner.rules.policy import ExecAllow, ExecDeny, ExecDrift, NetDeny, OpenDeny, Policy
 from lanner.state.cgroups import find_cgroup2_mount
@@ -72,9 +74,9 @@ class Enforcer:
         self.log = log
         self.cgroup_mount = find_cgroup2_mount() or "/sys/fs/cgroup/unified"
         self.workloads: dict[int, P.Workload] = {0: P.HOST}
-        self.fanotify: Any = None
-        self.exec_guard: Any = None
-        self.net_guard: Any = None
+        self.fanotify: FanotifyGuard | None = None
+        self.exec_guard: ExecGuard | None = None
+        self.net_guard: NetGuard | None = None
         self._applied: tuple[P.Plan, tuple[tuple[int, int], ...]] | None = None
         self._next_refresh = 0.0
         self._skipped: set[str] = set()
@@ -112,19 +114,13 @@ class Enforcer:
         agent = [self.protection_tgid]
         try:
             if "fanotify" in kinds and self.fanotify is None:
-                from lanner.response.fanotify import FanotifyGuard
-
                 self.fanotify = FanotifyGuard(protected_tgids=agent, protected_files=self.protection.files)
                 self.fanotify.start()
             if "exec" in kinds and self.exec_guard is None:
-                from lanner.response.exec_guard import ExecGuard
-
                 self.exec_guard = ExecGuard()
                 self.exec_guard.load()
                 self.exec_guard.attach()
             if "net" in kinds and self.net_guard is None:
-                from lanner.response.net_guard import NetGuard
-
                 self.net_guard = NetGuard()
                 self.net_guard.load()
                 self.net_guard.attach()
@@ -253,9 +249,7 @@ class Enforcer:
         else:
             self._last_error = ""
 
-    def _fanotify_table(self, plan: P.Plan) -> Any:
-        from lanner.response.fanotify import ExecDenyEntry, FanotifyTable, OpenDenyEntry
-
+    def _fanotify_table(self, plan: P.Plan) -> FanotifyTable:
         execs = [] if self.settings.exec_deny != "fanotify" else plan.exec_deny
         return FanotifyTable(
             exec_deny=[ExecDenyEntry(rule_id=r.rule_id, enforce=r.enforce, paths=(r.path,),
@@ -265,10 +259,7 @@ class Enforcer:
                                      read=r.read, scope=None if r.cgroup_id == 0 else frozenset({r.cgroup_id}))
                        for r in plan.open_deny])
 
-    def _exec_table(self, plan: P.Plan) -> Any:
-        from lanner.response.exec_guard import DriftScope, ExecAllowList, ExecTable
-        from lanner.response.exec_guard import ExecDeny as KillEntry
-
+    def _exec_table(self, plan: P.Plan) -> ExecTable:
         deny = []
         if self.settings.exec_deny == "kill":
             for r in plan.exec_deny:
@@ -292,9 +283,7 @@ class Enforcer:
                          drift=[DriftScope(d.cgroup_id, d.rule_id, d.enforce) for d in plan.drift],
                          protected_files=sorted(self.protection.files), protected_tgids=[self.protection_tgid])
 
-    def _net_table(self, plan: P.Plan) -> Any:
-        from lanner.response.net_guard import NetDenyEntry, NetTable
-
+    def _net_table(self, plan: P.Plan) -> NetTable:
         return NetTable(deny=[NetDenyEntry(rule_id=r.rule_id, enforce=r.enforce, scope=r.cgroup_id, addrs=r.addrs,
                                            ports=r.ports, families=r.families)
                               for r in plan.net],
