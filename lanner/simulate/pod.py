@@ -18,14 +18,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -38,6 +35,8 @@ import yaml
 
 from lanner.cri import DEFAULT_SOCKETS, CriSetupError, load_stubs
 from lanner.simulate.actions import TAG, Action, SimulateError, Workspace
+from lanner.simulate.listener import Listener
+from lanner.simulate.terminal import TerminalTimeout, run_on_terminal
 from lanner.simulate.verify import Metrics, Result, StartedAgent, perform_and_await
 from lanner.state.cgroups import remove_cgroup
 
@@ -103,37 +102,6 @@ POD_STEPS: dict[str, PodStep] = {
 """What each container-only action runs in the pod."""
 
 PRIVILEGED_ACTIONS = tuple(sorted(n for n, s in POD_STEPS.items() if s.privileged))
-
-
-class _Listener:
-    """A TCP server on API_HOST that accepts and closes every connection."""
-
-    def __init__(self, host: str = API_HOST) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
-        self.host = host
-        self.port: int = self.sock.getsockname()[1]
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self._stop = False
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.close()
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(timeout=5)
-        self.sock.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,47 +204,15 @@ class ThrowawayPod:
         base = ["ctr", "--address", self.socket_path, "--namespace", CONTAINERD_NAMESPACE, "tasks"]
         exec_id = f"{TAG}-tty-{secrets.token_hex(4)}"
         fifo_dir = tempfile.mkdtemp(prefix=f"{TAG}-fifo-")
-        master, slave = os.openpty()
+        argv = [*base, "exec", "--exec-id", exec_id, "--fifo-dir", fifo_dir, "--tty", self.container_id, *cmd]
         try:
-            with tempfile.TemporaryFile() as err:
-                try:
-                    proc = subprocess.Popen([*base, "exec", "--exec-id", exec_id, "--fifo-dir", fifo_dir, "--tty",
-                                             self.container_id, *cmd],
-                                            stdin=slave, stdout=slave, stderr=err, start_new_session=True)
-                finally:
-                    os.close(slave)
-                out = bytearray()
-                deadline = time.monotonic() + timeout_s
-                while True:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        proc.kill()
-                        proc.wait()
-                        self._drop_exec(base, exec_id)
-                        raise SimulateError(f"ctr tasks exec --tty {list(cmd)} still running after {timeout_s} s")
-                    ready, _, _ = select.select([master], [], [], min(left, 0.5))
-                    if not ready:
-                        continue
-                    try:
-                        chunk = os.read(master, 65536)
-                    except OSError:  # EIO: every holder of the terminal has closed it
-                        break
-                    if not chunk:
-                        break
-                    out += chunk
-                try:
-                    rc = proc.wait(max(1.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                    self._drop_exec(base, exec_id)
-                    raise SimulateError(f"ctr tasks exec --tty {list(cmd)} did not exit") from None
-                err.seek(0)
-                text = out.decode(errors="replace").replace("\r\n", "\n") + err.read().decode(errors="replace")
+            rc, out, err = run_on_terminal(argv, timeout_s)
+        except TerminalTimeout:
+            self._drop_exec(base, exec_id)
+            raise SimulateError(f"ctr tasks exec --tty {list(cmd)} still running after {timeout_s} s") from None
         finally:
-            os.close(master)
             shutil.rmtree(fifo_dir, ignore_errors=True)
-        return rc, text
+        return rc, out + err
 
     def _drop_exec(self, base: list[str], exec_id: str) -> None:
         """Kill and delete an exec'd process left by a killed ctr (errors ignored: it may be gone already)."""
@@ -350,7 +286,7 @@ class PodAgent(StartedAgent):
     `lanner_k8s_api_server_ips/_ports` when the rules define them, and kubernetes.default.svc.cluster.local
     resolving to it through LANNER_HOSTS_FILE (Falco's rule compares fd.sip.name)."""
 
-    def __init__(self, rules_files: Sequence[str], cri_socket: str, api: _Listener,
+    def __init__(self, rules_files: Sequence[str], cri_socket: str, api: Listener,
                  start_timeout_s: float = 120.0) -> None:
         workdir = Path(tempfile.mkdtemp(prefix="lanner-simulate-agent-"))
         rules = [str(Path(p).resolve()) for p in rules_files]
@@ -400,7 +336,7 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _pod_action(act: Action, step: PodStep, pod: ThrowawayPod, api: _Listener) -> Action:
+def _pod_action(act: Action, step: PodStep, pod: ThrowawayPod, api: Listener) -> Action:
     assert step.script is not None
     cmd = list(step.argv) if step.argv else ["sh", "-c", step.script]
     if step.api:
@@ -452,7 +388,7 @@ def run_in_pod(chosen: Sequence[tuple[Action, tuple[str, ...]]], *, socket_path:
 
 def _perform_all(todo: list[tuple[Action, PodStep, tuple[str, ...]]], results: dict[str, Result], sock: str,
                  image: str, start_agent: bool, rules: Sequence[str], metrics_url: str, timeout_s: float) -> None:
-    api = _Listener()
+    api = Listener(API_HOST)
     agent: PodAgent | None = None
     pod: ThrowawayPod | None = None
     ws = Workspace()

@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from lanner.simulate.listener import Listener
 from tests.agent_support import Agent, Receiver, free_port, require_agent_machine, wait_until
 
 MARKER_C = r"""
@@ -70,25 +70,6 @@ class Lab:
     """The falcosidekick stand-in the agents post to, on the forbidden port."""
 
 
-def _listen(family: int, port: int = 0) -> socket.socket:
-    s = socket.socket(family, socket.SOCK_STREAM)
-    if family == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", port))
-    s.listen(64)
-    threading.Thread(target=_accept_forever, args=(s,), daemon=True).start()
-    return s
-
-
-def _accept_forever(s: socket.socket) -> None:
-    while True:
-        try:
-            c, _ = s.accept()
-        except OSError:
-            return
-        c.close()
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     require_agent_machine()
@@ -111,12 +92,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     port_denied = free_port()
     receiver = Receiver(port_denied)
     receiver.start()
-    other = _listen(socket.AF_INET)
-    listeners = [_listen(socket.AF_INET6, port_denied), other, _listen(socket.AF_INET6, other.getsockname()[1])]
-    yield Lab(root, evil, victim, allowed, protected, trusted_sh, port_denied, other.getsockname()[1], receiver)
+    other = Listener("127.0.0.1")
+    listeners = [Listener("::1", port_denied), other, Listener("::1", other.port)]
+    yield Lab(root, evil, victim, allowed, protected, trusted_sh, port_denied, other.port, receiver)
     receiver.stop()
-    for s in listeners:
-        s.close()
+    for listener in listeners:
+        listener.close()
 
 
 def _rules(lab: Lab) -> str:

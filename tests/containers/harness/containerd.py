@@ -16,7 +16,6 @@ import json
 import os
 import re
 import secrets
-import select
 import shutil
 import signal
 import subprocess
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from lanner.simulate.terminal import TerminalTimeout, run_on_terminal
 from lanner.state.cgroups import cgroup_dirs, remove_cgroup
 from tests.containers.harness import cri, host, images
 
@@ -131,41 +131,14 @@ class Pod:
         the container's /dev/pts/N). stdout is the terminal's output with its CRLF line ends turned
         back into LF; stderr is ctr's own messages.
         """
-        master, slave = os.openpty()
         exec_id = f"lanner-tty-{secrets.token_hex(4)}"
-        with tempfile.TemporaryFile() as err:
-            try:
-                proc = subprocess.Popen(
-                    ["ctr", "--address", str(self.cd.socket), "--namespace", K8S_NAMESPACE, "tasks", "exec",
-                     "--exec-id", exec_id, "--fifo-dir", str(self.cd.dir / "fifo"), "--tty", self.container_id, *cmd],
-                    stdin=slave, stdout=slave, stderr=err, start_new_session=True,
-                    env=dict(os.environ, PATH=host.path_env()))
-            finally:
-                os.close(slave)
-            out = bytearray()
-            deadline = time.monotonic() + timeout
-            try:
-                while True:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        proc.kill()
-                        proc.wait()
-                        raise HarnessError(f"exec_tty {list(cmd)} still running after {timeout} s: {bytes(out)!r}")
-                    ready, _, _ = select.select([master], [], [], min(left, 0.5))
-                    if ready:
-                        try:
-                            chunk = os.read(master, 65536)
-                        except OSError:  # EIO: every holder of the terminal has closed it
-                            break
-                        if not chunk:
-                            break
-                        out += chunk
-                rc = proc.wait(max(1.0, deadline - time.monotonic()))
-            finally:
-                os.close(master)
-            err.seek(0)
-            stderr = err.read().decode(errors="replace")
-        return ExecResult(rc, out.decode(errors="replace").replace("\r\n", "\n"), stderr)
+        argv = ["ctr", "--address", str(self.cd.socket), "--namespace", K8S_NAMESPACE, "tasks", "exec",
+                "--exec-id", exec_id, "--fifo-dir", str(self.cd.dir / "fifo"), "--tty", self.container_id, *cmd]
+        try:
+            rc, out, stderr = run_on_terminal(argv, timeout, env=dict(os.environ, PATH=host.path_env()))
+        except TerminalTimeout as e:
+            raise HarnessError(f"exec_tty {list(cmd)} still running after {timeout} s: {e.output!r}") from None
+        return ExecResult(rc, out, stderr)
 
     def container_status(self, verbose: bool = False) -> Any:
         """The CRI ContainerStatusResponse (verbose: `.info["info"]` is containerd's JSON)."""
