@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from lanner.cri import CriClient
 
 
+EXEC_EVENTS = frozenset({"execve", "execveat"})
+
+
 class RulesError(ValueError):
     """Rules files that do not load; the message lists every error with its location."""
 
@@ -212,10 +215,14 @@ class Agent:
         by_type = self.metrics.events_by_type
         process = self.engine.process
         enf = self.enforcement if self.enforcement is not None and self.enforcement.watches_containers else None
+        early = enf is not None and enf.checks_early_execs
         for evt in events:
             by_type[evt.type] += 1
-            if enf is not None and evt.container is not None and evt.container.id not in enf.seen:
-                enf.new_container(evt)
+            if enf is not None and evt.container is not None:
+                if evt.container.id not in enf.seen:
+                    enf.new_container(evt)
+                if early and evt.type in EXEC_EVENTS:
+                    enf.check_early(evt)
             alerts = process(evt)
             if alerts:
                 for alert in alerts:

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from lanner.alert import Alert, hostname
 from lanner.config import Config
+from lanner.engine import Engine
 from lanner.events import Container, Event, Process
 from lanner.response.decisions import Decision, as_event
 from lanner.response.enforcer import EnforcementError, Enforcer
 from lanner.response.plan import effective_mode
 from lanner.response.reactive import Responder
 from lanner.response.safety import Protection
-from lanner.rules.policy import REACTIVE_ACTIONS, Policy
+from lanner.rules.policy import REACTIVE_ACTIONS, ExecAllow, ExecDeny, ExecDrift, Policy
 from lanner.rules.ruleset import Rule, Ruleset
 from lanner.state.cgroups import CgroupResolver, container_id_from_proc
 from lanner.state.containers import ContainerDirectory
@@ -55,8 +56,9 @@ class Enforcement:
         self.render = render
         self.deliver = deliver
         self.log = log
-        self.seen: set[str] = set()
-        """Containers already handed to the enforcer."""
+        self.seen: dict[str, int] = {}
+        """Containers already handed to the enforcer → when (epoch ns) their policies were in place."""
+        self._early = self._early_engine(ruleset, policies)
         self._reactive_ids: dict[str, int] = {}
         self._lost_reported = 0
         self._lost_alerted = -1e9
@@ -84,6 +86,7 @@ class Enforcement:
         """A reload: every mechanism swaps its whole table at once; containers are matched again."""
         self.enforcer.replace(policies)
         self.ruleset, self.policies = ruleset, policies
+        self._early = self._early_engine(ruleset, policies)
         self.seen.clear()
 
     # --- containers ------------------------------------------------------------------------------
@@ -102,14 +105,46 @@ class Enforcement:
         for cid, pid in first_pid.items():
             container = self.directory.wait(cid, self.cfg.container_metadata_wait_s)
             if container is not None and self.enforcer.add_container(container, pid):
-                self.seen.add(cid)
+                self.seen[cid] = time.time_ns()
 
     def new_container(self, evt: Event) -> None:
         """The first event of a container with its metadata (asked again until its process is alive:
         a runtime's short-lived set-up process may come first)."""
         assert evt.container is not None
         if evt.proc is not None and self.enforcer.add_container(evt.container, evt.proc.pid):
-            self.seen.add(evt.container.id)
+            self.seen[evt.container.id] = time.time_ns()
+
+    @staticmethod
+    def _early_engine(ruleset: Ruleset, policies: list[Policy]) -> Engine | None:
+        """The exec block rules, evaluated only for execs a container made before its policies were in
+        place (the start-up race): such an exec was not stopped, and says so in an alert."""
+        names = {p.rule for p in policies if isinstance(p.target, ExecDeny | ExecAllow | ExecDrift)}
+        if not names:
+            return None
+        rules = {n: r for n, r in ruleset.rules.items() if n in names}
+        return Engine(Ruleset(rules=rules, tests=ruleset.tests), rule_matching="all")
+
+    def check_early(self, evt: Event) -> None:
+        """An exec of a container from before its policies were in place: judged by the exec block
+        rules, each match an alert with result failed (it ran), never silence."""
+        assert evt.container is not None and self._early is not None
+        enrolled = self.seen.get(evt.container.id)
+        if enrolled is None or evt.ts >= enrolled or (evt.res is not None and evt.res < 0):
+            return
+        for rule in self._early.match(evt):
+            ns = evt.container.pod_namespace
+            mode = effective_mode(rule.mode, ns, self.cfg.enforcement)
+            result = "allowed" if mode == "monitor" else "failed"
+            alert = self.render(rule, evt)
+            self.metrics.enforcement[(rule.name, "block", mode, result)] += 1
+            alert.lanner = {"action": "block", "mode": mode, "result": result, "mechanism": "none"}
+            if result == "failed":
+                alert.lanner["error"] = "it ran before the container's policies were in place (container start)"
+            self.deliver(alert, evt.container.id, evt.ts)
+
+    @property
+    def checks_early_execs(self) -> bool:
+        return self._early is not None
 
     # --- reactive actions --------------------------------------------------------------------------
 

@@ -348,6 +348,26 @@ class TestEnforce:
         assert res.rc == 126 and "Operation not permitted" in res.stderr, res
         assert_marker(pod, "/tmp/m-absolute", written=False)
 
+    def test_a_forbidden_entrypoint_is_refused_or_reported(self, enforce_env: Env, containerd: Containerd) -> None:
+        """A container's entrypoint is its first exec. runc's set-up runs in the container's cgroup between
+        CreateContainer and StartContainer, so the agent normally knows the container before the entrypoint
+        and refuses it (the container fails to start). Should the entrypoint ever win that race, it runs
+        and the block rule says so (result failed). Either way: one alert, never silence."""
+        pod = containerd.run_pod(f"deny-entry-{uuid.uuid4().hex[:6]}", namespace=NAMESPACE, image=f"{DENY}:local",
+                                 command=("/bin/mark", "/tmp/m-entry", "3600"))
+        enforce_env.started_later.append(pod)
+        [alert] = wait_alerts(enforce_env.agent, RULE_DENY, pod)
+        assert alert["output_fields"]["proc.exepath"] == "/bin/mark"
+        outcome = (alert["lanner"]["action"], alert["lanner"]["mode"], alert["lanner"]["result"])
+        if outcome == ("block", "enforce", "blocked"):
+            wait_until(lambda: pod.container_status().status.state == cri.pb.CONTAINER_EXITED,
+                       f"container of {pod.name} exited", WAIT_S)
+            assert pod.container_status().status.exit_code != 0
+        else:
+            assert outcome == ("block", "enforce", "failed"), alert
+            assert "before the container's policies were in place" in alert["lanner"]["error"], alert
+            assert_marker(pod, "/tmp/m-entry", written=True)
+
     def test_allowlist(self, enforce_env: Env, containerd: Containerd) -> None:
         """The learned list, enforced: the listed programs run, /bin/mark is killed at exec (137) before
         it writes; a pod of another image runs it."""
