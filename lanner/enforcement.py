@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from lanner.metrics import AgentMetrics
 
 LOST_DECISIONS_RULE = "Lanner internal: enforcement decisions lost"
+PRUNE_S = 60
 REACTIVE_ID_BASE = 1 << 24  # kernel rule ids of reactive rules (isolate), above any block policy's
 
 Deliver = Callable[[Alert, str, int], None]
@@ -62,6 +63,7 @@ class Enforcement:
         self._reactive_ids: dict[str, int] = {}
         self._lost_reported = 0
         self._lost_alerted = -1e9
+        self._next_prune_ns = 0
         settings = cfg.enforcement
         protection = Protection(os.getpid(), settings.protected_programs)
         for path in protection.missing:
@@ -83,11 +85,12 @@ class Enforcement:
         return self.enforcer.watches_containers
 
     def replace(self, ruleset: Ruleset, policies: list[Policy]) -> None:
-        """A reload: every mechanism swaps its whole table at once; containers are matched again."""
+        """A reload: every mechanism swaps its whole table at once; running containers are matched
+        against the new scopes (each keeps the time it was first covered)."""
         self.enforcer.replace(policies)
         self.ruleset, self.policies = ruleset, policies
         self._early = self._early_engine(ruleset, policies)
-        self.seen.clear()
+        self.enroll_running()  # the new scopes may cover containers the old ones did not
 
     # --- containers ------------------------------------------------------------------------------
 
@@ -105,14 +108,14 @@ class Enforcement:
         for cid, pid in first_pid.items():
             container = self.directory.wait(cid, self.cfg.container_metadata_wait_s)
             if container is not None and self.enforcer.add_container(container, pid):
-                self.seen[cid] = time.time_ns()
+                self.seen.setdefault(cid, time.time_ns())
 
     def new_container(self, evt: Event) -> None:
         """The first event of a container with its metadata (asked again until its process is alive:
         a runtime's short-lived set-up process may come first)."""
         assert evt.container is not None
         if evt.proc is not None and self.enforcer.add_container(evt.container, evt.proc.pid):
-            self.seen[evt.container.id] = time.time_ns()
+            self.seen.setdefault(evt.container.id, time.time_ns())
 
     @staticmethod
     def _early_engine(ruleset: Ruleset, policies: list[Policy]) -> Engine | None:
@@ -220,6 +223,10 @@ class Enforcement:
         """Once a second: the enforcer's look-ups, and an alert when decisions were lost (counted in
         metrics too; at most one per drop_alert_interval_s)."""
         self.enforcer.tick()
+        now_ns = time.time_ns()
+        if now_ns >= self._next_prune_ns:
+            self._next_prune_ns = now_ns + PRUNE_S * 1_000_000_000
+            self._prune_seen()
         lost = sum(self.enforcer.lost().values())
         now = time.monotonic()
         if lost <= self._lost_reported or now - self._lost_alerted < self.cfg.drop_alert_interval_s:
@@ -231,6 +238,14 @@ class Enforcement:
                      output_fields={"lanner.decisions.lost": new, "lanner.decisions.lost_total": lost},
                      time_ns=time.time_ns(), tags=("lanner", "internal"), source="internal",
                      hostname=hostname())
+
+    def _prune_seen(self) -> None:
+        """Forget containers that have no process left (bounded memory under container churn)."""
+        if not self.seen:
+            return
+        running = {container_id_from_proc(int(n)) for n in os.listdir("/proc") if n.isdigit()}
+        for cid in [c for c in self.seen if c not in running]:
+            del self.seen[cid]
 
     def snapshot(self) -> dict[str, Any]:
         return {**self.enforcer.stats(), "lost": self.enforcer.lost()}
