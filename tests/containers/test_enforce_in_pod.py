@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -492,6 +493,38 @@ def test_isolate(containerd: Containerd, images: None, tmp_path: Path) -> None:
         if agent is not None:
             agent.stop()
         listener.close()
+
+
+def test_reload_covers_running_pods_the_new_scope_names(containerd: Containerd, images: None,
+                                                          tmp_path: Path) -> None:
+    """SIGHUP with a block rule scoped to another image: a pod that was running all along, of the image the
+    new rule names, is covered at once (no new event of its own needed)."""
+    agent: Agent | None = None
+
+    def rule(repo: str) -> str:
+        return (f"- rule: Reloaded deny\n  desc: t\n  condition: evt.type in (execve, execveat) and proc.exepath = "
+                f"/bin/mark and container.image.repository = \"{repo}\"\n  output: reloaded {OUTPUT}\n"
+                "  priority: WARNING\n  action: block\n  mode: enforce\n")
+
+    try:
+        pod = _pod(containerd, "reload", OTHER)
+        rules = tmp_path / "reload-rules.yaml"
+        rules.write_text(rule(DENY))
+        agent = Agent(tmp_path, "reload", f"cri_socket: '{containerd.socket}'\ncontainers: true\n",
+                      rules_files=[rules])
+        res = sh(pod, "/bin/mark /tmp/m-before")
+        assert res.rc == 0, res
+        rules.write_text(rule(OTHER))
+        agent.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: any("reloaded" in line for line in agent.stderr), "the reload", WAIT_S)
+        res = sh(pod, "/bin/mark /tmp/m-after")
+        assert res.rc == 126 and "Operation not permitted" in res.stderr, res
+        assert_marker(pod, "/tmp/m-after", written=False)
+        [alert] = wait_alerts(agent, "Reloaded deny", pod)
+        assert_decision(alert, "block", "enforce", "blocked", "fanotify")
+    finally:
+        if agent is not None:
+            agent.stop()
 
 
 # --------------------------------------------------------------------------------------------------
