@@ -82,8 +82,6 @@ class Enforcer:
         self._skipped: set[str] = set()
         self._exec_names: dict[tuple[int, int], str] = {}
         self._last_error = ""
-        self.isolated: dict[int, int] = {}
-        """cgroup id → rule id of containers the isolate action cut off."""
 
     # --- which mechanisms ---------------------------------------------------------------------------
 
@@ -173,7 +171,8 @@ class Enforcer:
                 self.workloads[cg] = P.Workload(cg, w.container, pid)
             else:
                 del self.workloads[cg]
-                self.isolated.pop(cg, None)
+                if self.net_guard is not None and cg in self.net_guard.isolated:
+                    self.net_guard.unisolate(cg)
             changed = True
         return changed
 
@@ -287,24 +286,18 @@ class Enforcer:
         return NetTable(deny=[NetDenyEntry(rule_id=r.rule_id, enforce=r.enforce, scope=r.cgroup_id, addrs=r.addrs,
                                            ports=r.ports, families=r.families)
                               for r in plan.net],
-                        isolate=dict(self.isolated), protected_tgids=[self.protection_tgid])
+                        protected_tgids=[self.protection_tgid])
 
     # --- reactive isolate --------------------------------------------------------------------------
 
-    def isolate(self, cgroup_id: int, rule_id: int, enforce: bool) -> str:
-        """Cut a container's network (the isolate action): "" when done, else why not."""
-        if not enforce:
-            return ""
+    def isolate(self, cgroup_id: int, rule_id: int) -> str:
+        """Cut a container's network (the isolate action) until it is gone: "" when done, else why not.
+        The network guard keeps the isolation across every later apply()."""
         try:
             self._start_backends({"net"})
-        except EnforcementError as e:
-            return str(e)
-        self.isolated[cgroup_id] = rule_id
-        self._applied = None
-        try:
-            self.apply()
-        except EnforcementError as e:
-            del self.isolated[cgroup_id]
+            assert self.net_guard is not None
+            self.net_guard.isolate(cgroup_id, rule_id)
+        except (EnforcementError, OSError, ValueError, GuardError) as e:
             return str(e)
         return ""
 
@@ -339,7 +332,8 @@ class Enforcer:
         return w.container if w is not None else None
 
     def stats(self) -> dict[str, int]:
-        return {"workloads": len(self.workloads) - 1, "isolated": len(self.isolated)}
+        isolated = len(self.net_guard.isolated) if self.net_guard is not None else 0
+        return {"workloads": len(self.workloads) - 1, "isolated": isolated}
 
     def close(self) -> None:
         """Remove every enforcement (or leave the BPF guards pinned with keep_on_exit)."""

@@ -77,8 +77,8 @@ class NetTable:
     """Everything the network guard enforces; apply() replaces the whole table at once."""
 
     deny: list[NetDeny] = field(default_factory=list)
-    isolate: list[Isolation] | dict[int, int] = field(default_factory=list)
-    """Isolated cgroups: Isolation records, or cgroup id -> rule id (enforced)."""
+    isolate: list[Isolation] = field(default_factory=list)
+    """Isolated cgroups (besides those isolate() cut off at run time)."""
     protected_tgids: list[int] = field(default_factory=list)
     """Processes that are never denied (the agent is, always)."""
 
@@ -121,11 +121,7 @@ def _destinations(d: NetDeny) -> list[tuple[int, bytes]]:
 
 
 def _isolations(table: NetTable, isolated: dict[int, Isolation] | None) -> list[Isolation]:
-    if isinstance(table.isolate, dict):
-        out = [Isolation(cg, rule) for cg, rule in table.isolate.items()]
-    else:
-        out = list(table.isolate)
-    return out + list((isolated or {}).values())
+    return list(table.isolate) + list((isolated or {}).values())
 
 
 def compile_net_table(table: NetTable, isolated: dict[int, Isolation] | None = None

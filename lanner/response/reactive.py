@@ -23,8 +23,8 @@ class ContainerStopper(Protocol):
     def stop_container(self, container_id: str, *, grace_s: int = 0, timeout_s: float | None = None) -> str: ...
 
 
-Isolator = Callable[[int, int, bool], str]
-"""isolate(cgroup_id, rule_id, enforce) → "" or why it failed."""
+Isolator = Callable[[int, int], str]
+"""isolate(cgroup_id, rule_id) → "" or why it failed."""
 Done = Callable[[str, str], None]
 """done(result, error) — how a slow action (stop) reports back."""
 
@@ -54,11 +54,9 @@ class Responder:
         cid = proc.container_id if proc is not None else ""
         if not cid or cid == "host":
             return "failed", f"{action} needs a container; the process runs on the host"
-        key = (rule, f"{action}:{cid}")
-        if self._seen(key):
-            return "duplicate", ""
-        if not enforce:
-            return "allowed", ""
+        gate = self._gate(rule, f"{action}:{cid}", enforce)
+        if gate is not None:
+            return gate
         if action == "stop":
             if self.stopper is None:
                 return "failed", "no container runtime connection"
@@ -72,7 +70,7 @@ class Responder:
             if not cgroup:
                 return "failed", f"the cgroup of container {cid[:12]} is unknown"
             try:
-                err = self.isolate_fn(cgroup, rule_id, enforce)
+                err = self.isolate_fn(cgroup, rule_id)
             except (OSError, ValueError) as e:  # never into the event loop
                 err = str(e)
             return ("failed", err) if err else ("isolated", "")
@@ -84,11 +82,9 @@ class Responder:
         why = self.protection.why_protected(pid)
         if why:
             return "protected", f"not killed: {why}"
-        key = (rule, f"kill:{pid}")
-        if self._seen(key):
-            return "duplicate", ""
-        if not enforce:
-            return "allowed", ""
+        gate = self._gate(rule, f"kill:{pid}", enforce)
+        if gate is not None:
+            return gate
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -96,6 +92,13 @@ class Responder:
         except OSError as e:
             return "failed", e.strerror or str(e)
         return "killed", ""
+
+    def _gate(self, rule: str, target: str, enforce: bool) -> tuple[str, str] | None:
+        """The result when the action is not carried out: done already for this rule and target in the
+        last minute, or monitor mode; None to go ahead."""
+        if self._seen((rule, target)):
+            return "duplicate", ""
+        return None if enforce else ("allowed", "")
 
     def _seen(self, key: tuple[str, str]) -> bool:
         now = time.monotonic()

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from lanner.response.decisions import Decision
+from lanner.response.exec_guard import ExecGuard
+from lanner.response.net_guard import NetGuard
 from lanner.sensor.loader import bpf_dir
 from lanner.state.cgroups import find_cgroup2_mount, rmdir_cgroup
 from tests.conftest import require_or_skip
@@ -33,6 +36,23 @@ class Decisions:
             found = [d for d in self.seen if d.tgid == tgid]
             if found or time.monotonic() > deadline:
                 return found
+
+
+G = TypeVar("G", ExecGuard, NetGuard)
+
+
+def loaded_guard(kind: type[G], obj: str) -> Iterator[G]:
+    """A guard loaded and attached with pins of its own (never an agent's), closed and unpinned after."""
+    require_bpf(obj)
+    pin = f"/sys/fs/bpf/lanner-test-{os.getpid()}-{secrets.token_hex(3)}"
+    g = kind(pin_dir=pin)
+    try:
+        g.load()
+        g.attach()
+        yield g
+    finally:
+        g.close()
+        shutil.rmtree(pin, ignore_errors=True)
 
 
 def require_bpf(obj: str) -> None:

@@ -32,7 +32,7 @@ from lanner.response.exec_guard import (
     file_key,
 )
 from tests.conftest import require_or_skip
-from tests.response.conftest import Cgroup, Decisions, require_bpf
+from tests.response.conftest import Cgroup, Decisions, loaded_guard, require_bpf
 
 MARKER_C = r"""
 #include <fcntl.h>
@@ -93,16 +93,7 @@ def copy(marker_prog: Path, dest: Path) -> Path:
 
 @pytest.fixture
 def guard() -> Iterator[ExecGuard]:
-    require_bpf("exec_guard.bpf.o")
-    pin = f"/sys/fs/bpf/lanner-test-{os.getpid()}-{secrets.token_hex(3)}"
-    g = ExecGuard(pin_dir=pin)
-    try:
-        g.load()
-        g.attach()
-        yield g
-    finally:
-        g.close()
-        shutil.rmtree(pin, ignore_errors=True)
+    yield from loaded_guard(ExecGuard, "exec_guard.bpf.o")
 
 
 def run(argv: list[str], **kw: Any) -> tuple[int, int]:

@@ -20,7 +20,7 @@ import pytest
 from lanner.response.net_guard import Isolation, NetDeny, NetGuard, NetTable, compile_net_table
 from lanner.state.cgroups import find_cgroup2_mount
 from tests.conftest import require_or_skip
-from tests.response.conftest import Cgroup, Decisions, require_bpf
+from tests.response.conftest import Cgroup, Decisions, loaded_guard, require_bpf
 
 # One network call in a child: prints "ok" or the errno.
 PROBE = r"""
@@ -80,18 +80,9 @@ def ports() -> Iterator[Listeners]:
 
 @pytest.fixture
 def guard() -> Iterator[NetGuard]:
-    require_bpf("net_guard.bpf.o")
     if find_cgroup2_mount() is None:
         require_or_skip("no cgroup2 hierarchy is mounted")
-    pin = f"/sys/fs/bpf/lanner-test-{os.getpid()}-{secrets.token_hex(3)}"
-    g = NetGuard(pin_dir=pin)
-    try:
-        g.load()
-        g.attach()
-        yield g
-    finally:
-        g.close()
-        shutil.rmtree(pin, ignore_errors=True)
+    yield from loaded_guard(NetGuard, "net_guard.bpf.o")
 
 
 def test_connect_to_a_denied_port_fails_with_eperm(guard: NetGuard, ports: Listeners) -> None:
@@ -191,8 +182,8 @@ def test_isolate_cuts_one_cgroup_off(guard: NetGuard, ports: Listeners, test_cgr
     assert probe("connect", V4, "127.0.0.1", p4, test_cgroup)[1] == "ok"
     assert probe("sendto", V4, "127.0.0.1", 9999, test_cgroup)[1] == EPERM  # the table's entry stays
 
-    # the table form the enforcer uses: cgroup id -> rule id
-    guard.apply(NetTable(isolate={test_cgroup.id: 10}))
+    # isolation as part of a table
+    guard.apply(NetTable(isolate=[Isolation(test_cgroup.id, 10)]))
     assert probe("connect", V6, "::1", p6, test_cgroup)[1] == EPERM
 
 

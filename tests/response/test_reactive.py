@@ -91,15 +91,15 @@ def test_stop_goes_through_the_runtime_in_the_background() -> None:
 
 
 def test_isolate_asks_the_network_guard_for_the_cgroup() -> None:
-    calls: list[tuple[int, int, bool]] = []
+    calls: list[tuple[int, int]] = []
 
-    def isolate(cg: int, rule_id: int, enforce: bool) -> str:
-        calls.append((cg, rule_id, enforce))
+    def isolate(cg: int, rule_id: int) -> str:
+        calls.append((cg, rule_id))
         return ""
 
     r = Responder(Protection(os.getpid()), isolate=isolate, cgroup_of=lambda pid, cid: 4242)
     _got, done = _results()
     assert r.act("isolate", True, "r", 7, _evt(99, "e" * 64), done) == ("isolated", "")
-    assert calls == [(4242, 7, True)]
+    assert calls == [(4242, 7)]
     assert r.act("isolate", False, "r2", 7, _evt(99, "e" * 64), done) == ("allowed", "")
-    assert calls == [(4242, 7, True)]
+    assert calls == [(4242, 7)]
