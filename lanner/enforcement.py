@@ -203,8 +203,8 @@ class Enforcement:
             mode = "enforce" if d.enforced else "monitor"
             self.metrics.enforcement[(rule.name, action, mode, d.result)] += 1
             alert.lanner = {"action": action, "mode": mode, "result": d.result, "mechanism": d.mechanism}
-            if d.error:
-                alert.lanner["error"] = d.error
+            if d.error or d.protected:
+                alert.lanner["error"] = d.error or f"not enforced: {d.protected}"
             self.deliver(alert, container.id if container is not None else "", d.ts_ns)
 
     def _container_of(self, d: Decision, caller: Process | None, cgroups: CgroupResolver | None) -> Container | None:

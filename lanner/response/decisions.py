@@ -13,9 +13,6 @@ from dataclasses import dataclass, replace
 from lanner.events import Container, Event, FdInfo, Process
 from lanner.paths import concatenate
 
-PROTECTED = "not enforced: "
-"""How a mechanism's ``error`` starts when it matched but left the process alone because it is
-protected (the agent, pid 1, a kernel thread, a protected program)."""
 MECHANISMS = ("fanotify", "exec-kill", "cgroup-net", "reactive")
 KINDS = ("exec", "open", "connect", "sendmsg", "process", "container")
 
@@ -50,11 +47,14 @@ class Decision:
     comm: str = ""
     error: str = ""
     """Why an enforcement the policy asked for failed (e.g. bpf_send_signal's error); empty if it worked."""
+    protected: str = ""
+    """Why the policy's enforcement was not carried out on a protected process (pid 1, a kernel
+    thread, a protected process or program); empty otherwise."""
 
     @property
     def result(self) -> str:
         """The word alerts and metrics use: blocked/killed, allowed (monitor), or failed."""
-        if self.error.startswith(PROTECTED):
+        if self.protected:
             return "protected"
         if self.error:
             return "failed"

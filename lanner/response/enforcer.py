@@ -25,7 +25,8 @@ from lanner.response.fanotify import ExecDenyEntry, FanotifyGuard, FanotifyTable
 from lanner.response.net_guard import NetDenyEntry, NetGuard, NetTable
 from lanner.response.safety import Protection, file_key
 from lanner.rules.policy import ExecAllow, ExecDeny, ExecDrift, NetDeny, OpenDeny, Policy
-from lanner.state.cgroups import find_cgroup2_mount
+from lanner.state.cgroups import CgroupResolver, find_cgroup2_mount
+from lanner.state.processes import cgroup_id
 
 REFRESH_S = 5.0
 _PROC_ROOT = re.compile(r"^/proc/\d+/root(?=/)")
@@ -34,18 +35,6 @@ _PROC_ROOT = re.compile(r"^/proc/\d+/root(?=/)")
 def _inside(path: str) -> str:
     """A workload's path as the workload sees it (without the /proc/<pid>/root the agent went through)."""
     return _PROC_ROOT.sub("", path, count=1)
-
-
-def cgroup2_id(pid: int, mount: str) -> int:
-    """The cgroup2 id of a process (its cgroup directory's inode), 0 when unknown."""
-    try:
-        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("0::"):
-                    return os.stat(mount + line[3:].rstrip("\n")).st_ino
-    except OSError:
-        pass
-    return 0
 
 
 def _inodes(plan: P.Plan) -> tuple[tuple[int, int], ...]:
@@ -73,6 +62,7 @@ class Enforcer:
         self.protection = protection
         self.log = log
         self.cgroup_mount = find_cgroup2_mount() or "/sys/fs/cgroup/unified"
+        self.cgroups = CgroupResolver(self.cgroup_mount)
         self.workloads: dict[int, P.Workload] = {0: P.HOST}
         self.fanotify: FanotifyGuard | None = None
         self.exec_guard: ExecGuard | None = None
@@ -137,7 +127,7 @@ class Enforcer:
         with a later process of the container."""
         if not any(p.scope.matches(container) for p in self.policies):
             return True
-        cg = cgroup2_id(pid, self.cgroup_mount)
+        cg = cgroup_id("/proc", pid, self.cgroup_mount)
         if not cg:
             return False
         if cg not in self.workloads:
@@ -158,7 +148,7 @@ class Enforcer:
                         return os.stat(os.path.join(root, d)).st_ino
                     except OSError:
                         break
-        return cgroup2_id(pid, self.cgroup_mount) if pid else 0
+        return cgroup_id("/proc", pid, self.cgroup_mount) if pid else 0
 
     def _prune(self) -> bool:
         """Forget containers whose processes are gone (another of their processes takes over)."""
@@ -177,15 +167,16 @@ class Enforcer:
         return changed
 
     def _pid_in(self, w: P.Workload) -> int:
-        for root, _dirs, files in os.walk(self.cgroup_mount):
-            if "cgroup.procs" in files and os.stat(root).st_ino == w.cgroup_id:
-                try:
-                    with open(os.path.join(root, "cgroup.procs"), encoding="ascii") as f:
-                        first = f.readline().strip()
-                except OSError:
-                    return 0
-                return int(first) if first else 0
-        return 0
+        """A process still in the workload's cgroup, 0 when none is."""
+        path = self.cgroups.path_of(w.cgroup_id)
+        if path is None:
+            return 0
+        try:
+            with open(f"{self.cgroup_mount}{path.rstrip('/')}/cgroup.procs", encoding="ascii") as f:
+                first = f.readline().strip()
+        except OSError:
+            return 0
+        return int(first) if first else 0
 
     # --- applying --------------------------------------------------------------------------------
 
@@ -338,6 +329,7 @@ class Enforcer:
     def close(self) -> None:
         """Remove every enforcement (or leave the BPF guards pinned with keep_on_exit)."""
         keep = self.settings.keep_on_exit
+        self.cgroups.close()
         if self.fanotify is not None:
             self.fanotify.close()  # a fanotify group lives only as long as its process
             self.fanotify = None

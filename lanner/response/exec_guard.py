@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
-from lanner.response.decisions import PROTECTED, Decision
+from lanner.response.decisions import Decision
 from lanner.response.safety import file_key, kernel_dev
 from lanner.sensor import libbpf
 from lanner.sensor.loader import SensorError, object_path
@@ -402,12 +402,9 @@ class _Guard:
         return sum(struct.unpack(f"<{ncpu}Q", raw))
 
     @staticmethod
-    def _error(enforce: bool, protect: int, rc: int) -> str:
-        if enforce and protect:
-            return PROTECTED + PROTECT_REASONS.get(protect, "protected")
-        if rc < 0:
-            return f"bpf_send_signal: {os.strerror(-rc)}"
-        return ""
+    def _protected(enforce: bool, protect: int) -> str:
+        """Why an enforcing decision left the process alone ("" when it did not)."""
+        return PROTECT_REASONS.get(protect, "protected") if enforce and protect else ""
 
 
 # --- the exec guard -------------------------------------------------------------------------
@@ -575,7 +572,8 @@ class ExecGuard(_Guard):
             ts_ns=self._clock.epoch(ts), tid=tid, tgid=tgid, cgroup_id=cg,
             path=path.split(b"\0", 1)[0].decode(errors="replace"), dev=dev, ino=ino,
             comm=comm.split(b"\0", 1)[0].decode(errors="replace"),
-            error=self._error(bool(enforce), protect, rc),
+            error=f"bpf_send_signal: {os.strerror(-rc)}" if rc < 0 else "",
+            protected=self._protected(bool(enforce), protect),
         )
 
 

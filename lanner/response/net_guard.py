@@ -255,7 +255,7 @@ class NetGuard(_Guard):
             enforced=bool(enforce) and not protect, ts_ns=self._clock.epoch(ts), tid=tid, tgid=tgid,
             cgroup_id=cg, family=family, addr=text, port=port,
             comm=comm.split(b"\0", 1)[0].decode(errors="replace"),
-            error=self._error(bool(enforce), protect, 0),
+            protected=self._protected(bool(enforce), protect),
         )
 
 

@@ -262,12 +262,12 @@ def test_protected_processes_and_files_are_never_killed(guard: ExecGuard, prog: 
     waiting.stdin.close()
     assert waiting.wait(30) == 0 and ran(tmp_path / "protected")
     (d,) = dec.of(waiting.pid)
-    assert (d.rule_id, d.enforced, d.error, d.result) == (41, False, "not enforced: protected process", "protected")
+    assert (d.rule_id, d.enforced, d.protected, d.result) == (41, False, "protected process", "protected")
 
     pid, rc = run([str(tool), str(tmp_path / "tool-ran")])
     assert rc == 0 and ran(tmp_path / "tool-ran")
     (d,) = dec.of(pid)
-    assert (d.rule_id, d.enforced, d.error) == (42, False, "not enforced: protected file")
+    assert (d.rule_id, d.enforced, d.protected, d.result) == (42, False, "protected file", "protected")
 
     pid, rc = run([str(prog), str(tmp_path / "unprotected")])  # the deny itself is in force
     assert rc == KILLED and not ran(tmp_path / "unprotected")

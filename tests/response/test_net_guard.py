@@ -198,7 +198,7 @@ def test_the_agent_and_protected_processes_are_never_denied(guard: NetGuard, por
     assert out.strip() == "ok"
     dec = Decisions(guard)
     (d,) = dec.of(waiting.pid)
-    assert (d.rule_id, d.enforced, d.error) == (11, False, "not enforced: protected process")
+    assert (d.rule_id, d.enforced, d.protected, d.result) == (11, False, "protected process", "protected")
     socket.create_connection(("127.0.0.1", port)).close()  # the agent itself
     assert probe("connect", V4, "127.0.0.1", port)[1] == EPERM
 
