@@ -214,8 +214,8 @@ def test_write_below_protected_fails_and_reads_work(lab: Lab, enforcing: Agent) 
     with pytest.raises(PermissionError):
         os.open(lab.protected / "sub" / "readme", os.O_WRONLY | os.O_TRUNC)
     assert (lab.protected / "sub" / "readme").read_text() == "readable\n"
-    assert sorted(p.name for p in (lab.protected / "sub").iterdir()) == ["new-file", "readme"] or \
-        not target.exists() or target.read_text() == ""  # a denied O_CREAT may leave an empty file
+    # nothing was written: a denied O_CREAT may leave an empty file behind (fanotify decides after the create)
+    assert not target.exists() or target.read_text() == ""
     alerts = _alerts(enforcing, "Write below protected", 2)
     assert {a["output_fields"]["fd.name"] for a in alerts} >= {str(target), str(lab.protected / "sub" / "readme")}
     assert all(a["lanner"]["result"] == "blocked" and a["priority"] == "Error" for a in alerts)
