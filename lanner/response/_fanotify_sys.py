@@ -233,18 +233,21 @@ def _blocked_syscall(tid: int) -> list[bytes]:
     """The fields of /proc/<tid>/syscall once the thread sleeps in its syscall. The event can reach
     us before the opener has gone to sleep waiting for our answer (the file then says "running"):
     it is about to, so read again for a few milliseconds before giving up."""
-    deadline = 0.0
-    while True:
-        with open(f"/proc/{tid}/syscall", "rb", buffering=0) as f:
-            fields = f.read(256).split()
-        if not fields or fields[0] != b"running":
-            return fields
-        now = time.monotonic()
-        if not deadline:
-            deadline = now + _RUNNING_RETRY_S
-        elif now > deadline:
-            return fields
-        os.sched_yield()
+    fd = os.open(f"/proc/{tid}/syscall", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        deadline = 0.0
+        while True:
+            fields = os.pread(fd, 256, 0).split()
+            if not fields or fields[0] != b"running":
+                return fields
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + _RUNNING_RETRY_S
+            elif now > deadline:
+                return fields
+            os.sched_yield()
+    finally:
+        os.close(fd)
 
 
 def open_access(tid: int) -> tuple[int, int]:
