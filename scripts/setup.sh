@@ -7,19 +7,9 @@ cd "$(dirname "$0")/.."
 # (libbpf1, loaded at run time, is already on Debian 12). redis-server/redis-tools: `lanner bench sensor`.
 # containerd (with runc), containernetworking-plugins, busybox-static: the container tests' private
 # containerd and its locally built images (tests/containers, ../shared/lab/CONTAINERD.md).
-need_apt=()
-for pkg in python3-venv clang bpftool libbpf-dev libelf-dev redis-server redis-tools \
-    containerd containernetworking-plugins busybox-static; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
-done
-if [ ${#need_apt[@]} -gt 0 ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "setup: missing Debian packages (${need_apt[*]}) and not root to install them" >&2
-        exit 2
-    fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
-fi
+. scripts/lib/apt.sh
+ensure_debian_packages setup python3-venv clang bpftool libbpf-dev libelf-dev redis-server redis-tools \
+    containerd containernetworking-plugins busybox-static
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
